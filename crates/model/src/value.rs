@@ -174,7 +174,10 @@ impl From<bool> for Value {
 }
 
 /// The column types a destination creates. Inferred from data, or given by a `cast` mapping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ColumnType {
     Boolean,
     Integer,
