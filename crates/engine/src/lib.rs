@@ -9,3 +9,14 @@ pub mod ports;
 
 pub use entity::*;
 pub use ports::{RunQuery, Store, StoreError, StoreResult};
+pub mod error;
+pub mod expr;
+pub mod mapping;
+pub mod registry;
+mod runtime;
+pub mod secrets;
+pub mod service;
+
+pub use error::{EngineError, EngineResult};
+pub use registry::Registry;
+pub use service::{ConnectionChanges, Engine, EngineConfig, WAREHOUSE};
