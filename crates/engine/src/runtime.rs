@@ -23,6 +23,8 @@ use crate::service::{Engine, new_id};
 pub(crate) struct Runtime {
     permits: Arc<Semaphore>,
     active: Mutex<HashMap<String, Active>>,
+    /// Wakes the scheduler when a schedule is created, changed or removed.
+    pub schedules_changed: tokio::sync::Notify,
 }
 
 struct Active {
@@ -36,6 +38,7 @@ impl Runtime {
         Runtime {
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             active: Mutex::new(HashMap::new()),
+            schedules_changed: tokio::sync::Notify::new(),
         }
     }
 
