@@ -1,0 +1,279 @@
+//! The HTTP source: requests pages one after another, takes the records out of each JSON answer,
+//! flattens them and hands them on in batches, holding at most one batch plus one page.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use etl_model::{
+    Batch, ConnectorError, Props, RecordBuilder, RunContext, Source, SourceRequest, flatten_json,
+};
+use reqwest::{Method, Url};
+
+use crate::paging::{Next, Paging, Style};
+use crate::records::{Locator, not_json_message};
+use crate::request::{Call, fetch, human};
+use crate::settings::Settings;
+
+pub(crate) struct HttpSource {
+    s: Arc<Settings>,
+    ctx: RunContext,
+    method: Method,
+    /// The `body` option, parsed; pagination parameters are merged into it when
+    /// `pagination_in=body`.
+    body: Option<serde_json::Value>,
+    /// The object's URL with `query.*` and the incremental parameter, before paging parameters
+    /// and credentials.
+    object_url: Url,
+    paging: Paging,
+    locator: Option<Locator>,
+    /// The next page's URL in the next_url and link_header styles.
+    next_url: Option<Url>,
+    pending: std::vec::IntoIter<serde_json::Value>,
+    done: bool,
+    pages: u64,
+    records: u64,
+    /// Hash of the previous page body, to catch an API that ignores the page parameter.
+    last_page_hash: Option<u64>,
+    batch_size: usize,
+}
+
+impl HttpSource {
+    pub(crate) fn open(
+        s: Settings,
+        request: SourceRequest,
+        ctx: &RunContext,
+    ) -> Result<HttpSource, ConnectorError> {
+        let o: &Props = &request.options;
+        let method = match o.choice("method", &["GET", "POST"], "GET")? {
+            "POST" => Method::POST,
+            _ => Method::GET,
+        };
+        let paging = Paging::from_options(o)?;
+        let body = match o.get("body") {
+            None => None,
+            Some(text) => Some(serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+                ConnectorError::config(format!(
+                    "source option 'body' is not valid JSON ({e}); give the request body as JSON text, e.g. source.body='{{\"status\":\"active\"}}'"
+                ))
+            })?),
+        };
+        if body.is_some() && method == Method::GET {
+            return Err(ConnectorError::config(
+                "source option 'body' is only sent with method=POST; add source.method=POST or remove source.body",
+            ));
+        }
+        if paging.in_body {
+            if method != Method::POST {
+                return Err(ConnectorError::config(
+                    "pagination_in=body puts the paging parameters in a JSON request body, which needs source.method=POST",
+                ));
+            }
+            if body.as_ref().is_some_and(|b| !b.is_object()) {
+                return Err(ConnectorError::config(
+                    "pagination_in=body needs source.body to be a JSON object (e.g. source.body='{}') so the paging parameters can be added to it",
+                ));
+            }
+        }
+
+        let mut object_url = s.resolve(&request.object)?;
+        {
+            let mut pairs = object_url.query_pairs_mut();
+            for (key, value) in o.prefixed("query.") {
+                pairs.append_pair(key, value);
+            }
+        }
+        if let (Some(param), Some(inc)) = (o.get("since_param"), &request.incremental)
+            && let Some(after) = inc.after.as_ref().filter(|v| !v.is_null())
+        {
+            object_url
+                .query_pairs_mut()
+                .append_pair(param, &after.to_string());
+        }
+        // `query_pairs_mut` leaves a bare "?" behind when nothing was added.
+        if object_url.query() == Some("") {
+            object_url.set_query(None);
+        }
+
+        let locator = o.get("records_path").map(|p| Locator::Path(p.to_string()));
+        Ok(HttpSource {
+            s: Arc::new(s),
+            ctx: ctx.clone(),
+            method,
+            body,
+            object_url,
+            paging,
+            locator,
+            next_url: None,
+            pending: Vec::new().into_iter(),
+            done: false,
+            pages: 0,
+            records: 0,
+            last_page_hash: None,
+            batch_size: request.batch_size.max(1),
+        })
+    }
+
+    /// The URL and body of the next request.
+    fn next_request(&mut self) -> Result<(Url, Option<Vec<u8>>), ConnectorError> {
+        let first = self.pages == 0;
+        let mut url = match self.next_url.take() {
+            Some(u) => u,
+            None => self.object_url.clone(),
+        };
+        let params = self.paging.params(first);
+        let mut body = self.body.clone();
+        if self.paging.in_body {
+            let obj = body.get_or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if let serde_json::Value::Object(map) = obj {
+                for (k, v) in params {
+                    map.insert(k, v);
+                }
+            }
+        } else if !params.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in &params {
+                match v {
+                    serde_json::Value::String(text) => pairs.append_pair(k, text),
+                    other => pairs.append_pair(k, &other.to_string()),
+                };
+            }
+        }
+        self.s.add_query_credentials(&mut url);
+        let body = body
+            .map(|b| serde_json::to_vec(&b))
+            .transpose()
+            .map_err(|e| {
+                ConnectorError::config(format!("could not encode the request body: {e}"))
+            })?;
+        Ok((url, body))
+    }
+
+    async fn fetch_page(&mut self) -> Result<(), ConnectorError> {
+        self.ctx.check_canceled()?;
+        let (url, body) = self.next_request()?;
+        let shown = self.s.redact_url(&url);
+        let fetched = fetch(
+            &self.s,
+            &self.ctx,
+            Call {
+                method: &self.method,
+                url: &url,
+                body: body.as_deref(),
+                lenient: false,
+            },
+        )
+        .await?;
+        self.pages += 1;
+        let page = self.pages;
+        let method = &self.method;
+
+        if matches!(self.paging.style, Style::Page { .. } | Style::Offset { .. }) {
+            let mut h = DefaultHasher::new();
+            fetched.body.hash(&mut h);
+            let hash = h.finish();
+            if self.last_page_hash == Some(hash) && !fetched.body.is_empty() {
+                return Err(ConnectorError::read(format!(
+                    "page {page} ({method} {shown}) is identical to the page before it, so the API seems to ignore the {} parameter; check source.{} names the parameter this API pages by, or pick another source.pagination style",
+                    if matches!(self.paging.style, Style::Page { .. }) {
+                        "page"
+                    } else {
+                        "offset"
+                    },
+                    if matches!(self.paging.style, Style::Page { .. }) {
+                        "page_param"
+                    } else {
+                        "offset_param"
+                    },
+                )));
+            }
+            self.last_page_hash = Some(hash);
+        }
+
+        let content_type = fetched
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let mut json: serde_json::Value = serde_json::from_slice(&fetched.body).map_err(|e| {
+            ConnectorError::read(format!(
+                "{method} {shown}: {}",
+                self.s
+                    .redact_text(&not_json_message(&fetched.body, content_type, &e))
+            ))
+        })?;
+        drop(fetched.body);
+
+        let locator = match &self.locator {
+            Some(l) => l.clone(),
+            None => {
+                let l = Locator::detect(&json);
+                self.ctx
+                    .info(&format!("records are read from {}", l.describe()));
+                self.locator = Some(l.clone());
+                l
+            }
+        };
+        let items = locator.take(&mut json).map_err(|why| {
+            ConnectorError::read(format!("{method} {shown}: {}", self.s.redact_text(&why)))
+        })?;
+        let count = items.len();
+        self.records += count as u64;
+        self.ctx.info(&format!(
+            "page {page}: {method} {shown} answered HTTP {} with {count} records in {}",
+            fetched.status.as_u16(),
+            human(fetched.elapsed)
+        ));
+        self.pending = items.into_iter();
+
+        match self.paging.advance(count, &url, &fetched.headers, &json)? {
+            Next::Done(why) => self.finish(&why),
+            _ if self.paging.max_pages.is_some_and(|m| page >= m) => {
+                let why = format!(
+                    "max_pages={} was reached (raise or remove source.max_pages to read further)",
+                    page
+                );
+                self.finish(&why)
+            }
+            Next::Params => {}
+            Next::Url(mut next) => {
+                self.s.add_query_credentials(&mut next);
+                if next == url {
+                    return Err(ConnectorError::read(format!(
+                        "the API pointed to the page just read ({shown}) as the next page, which would read it forever; check source.{}",
+                        if matches!(self.paging.style, Style::LinkHeader) {
+                            "pagination"
+                        } else {
+                            "next_url_path"
+                        }
+                    )));
+                }
+                self.next_url = Some(next);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, why: &str) {
+        self.done = true;
+        self.ctx.info(&format!(
+            "read {} records in {} pages (pagination={}); stopped because {why}",
+            self.records,
+            self.pages,
+            self.paging.style.name()
+        ));
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for HttpSource {
+    async fn next_batch(&mut self) -> Result<Option<Batch>, ConnectorError> {
+        let mut builder = RecordBuilder::new();
+        while builder.len() < self.batch_size {
+            match self.pending.next() {
+                Some(record) => builder.push(flatten_json(&record)),
+                None if self.done => break,
+                None => self.fetch_page().await?,
+            }
+        }
+        Ok((!builder.is_empty()).then(|| builder.take()))
+    }
+}
