@@ -11,6 +11,7 @@ pub use entity::*;
 pub use ports::{RunQuery, Store, StoreError, StoreResult};
 pub mod error;
 pub mod expr;
+pub mod host;
 pub mod mapping;
 pub mod registry;
 mod runtime;
