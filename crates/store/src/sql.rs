@@ -1,0 +1,176 @@
+//! The store's SQL text, written once for every backend.
+//!
+//! Only constructs that SQLite (3.35+) and PostgreSQL both accept are used: `$n` parameters
+//! (sqlx's SQLite driver numbers them the same way), `ON CONFLICT ... DO UPDATE`, `RETURNING`-free
+//! statements, `CAST(... AS TEXT)`, and a bound integer for "no limit" instead of `LIMIT -1` or
+//! `LIMIT ALL`. Statements are static strings (no SQL is assembled at run time), so every one is
+//! prepared once per connection and cached.
+
+// ---- connections ----------------------------------------------------------------------------
+
+pub const LIST_CONNECTIONS: &str = "SELECT tenant, id, name, type_name, props, tags, description, \
+     created_at, updated_at FROM connections WHERE tenant = $1 ORDER BY name";
+
+pub const GET_CONNECTION: &str = "SELECT tenant, id, name, type_name, props, tags, description, \
+     created_at, updated_at FROM connections WHERE tenant = $1 AND name = $2";
+
+pub const INSERT_CONNECTION: &str = "INSERT INTO connections (tenant, id, name, type_name, props, \
+     tags, description, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// Addressed by id so a connection can be renamed; `created_at` never changes.
+pub const UPDATE_CONNECTION: &str = "UPDATE connections SET name = $3, type_name = $4, props = $5, \
+     tags = $6, description = $7, updated_at = $8 WHERE tenant = $1 AND id = $2";
+
+pub const DELETE_CONNECTION: &str = "DELETE FROM connections WHERE tenant = $1 AND name = $2";
+
+// ---- flows ----------------------------------------------------------------------------------
+
+pub const LIST_FLOWS: &str = "SELECT tenant, id, name, description, spec, created_at, updated_at \
+     FROM flows WHERE tenant = $1 ORDER BY name";
+
+/// A name match wins over an id match, because people type names; ids are UUIDs, so the two
+/// only meet if someone names a flow after another flow's id.
+pub const GET_FLOW: &str = "SELECT tenant, id, name, description, spec, created_at, updated_at \
+     FROM flows WHERE tenant = $1 AND (name = $2 OR id = $2) \
+     ORDER BY CASE WHEN name = $2 THEN 0 ELSE 1 END LIMIT 1";
+
+pub const INSERT_FLOW: &str = "INSERT INTO flows (tenant, id, name, description, spec, created_at, \
+     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+pub const UPDATE_FLOW: &str = "UPDATE flows SET name = $3, description = $4, spec = $5, \
+     updated_at = $6 WHERE tenant = $1 AND id = $2";
+
+/// Keeps the schedule's copy of the flow name true after a rename (same transaction).
+pub const RENAME_FLOW_IN_SCHEDULE: &str =
+    "UPDATE schedules SET flow_name = $3 WHERE tenant = $1 AND flow_id = $2";
+
+pub const DELETE_FLOW_LOGS: &str = "DELETE FROM run_logs WHERE tenant = $1 AND run_id IN \
+     (SELECT id FROM runs WHERE tenant = $1 AND flow_id = $2)";
+pub const DELETE_FLOW_RUNS: &str = "DELETE FROM runs WHERE tenant = $1 AND flow_id = $2";
+pub const DELETE_FLOW_SCHEDULE: &str = "DELETE FROM schedules WHERE tenant = $1 AND flow_id = $2";
+pub const DELETE_FLOW_WATERMARK: &str = "DELETE FROM watermarks WHERE tenant = $1 AND flow_id = $2";
+pub const DELETE_FLOW: &str = "DELETE FROM flows WHERE tenant = $1 AND id = $2";
+
+// ---- schedules ------------------------------------------------------------------------------
+
+/// Column lists are macros so `concat!` can splice them into `&'static str` statements (sqlx
+/// takes only static SQL unless it is explicitly asserted safe).
+macro_rules! schedule_cols {
+    () => {
+        "tenant, id, flow_id, flow_name, trigger_spec, enabled, retries, retry_delay_secs, \
+         next_run_at, last_run_at, last_run_id, created_at, updated_at"
+    };
+}
+
+pub const LIST_SCHEDULES: &str = concat!(
+    "SELECT ",
+    schedule_cols!(),
+    " FROM schedules WHERE tenant = $1 ORDER BY flow_name",
+);
+
+pub const GET_SCHEDULE: &str = concat!(
+    "SELECT ",
+    schedule_cols!(),
+    " FROM schedules WHERE tenant = $1 AND flow_id = $2",
+);
+
+/// One schedule per flow: a second upsert for the same flow replaces every column, id included.
+pub const UPSERT_SCHEDULE: &str = "INSERT INTO schedules (tenant, id, flow_id, flow_name, \
+     trigger_spec, enabled, retries, retry_delay_secs, next_run_at, last_run_at, last_run_id, \
+     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (tenant, flow_id) DO UPDATE SET id = excluded.id, \
+     flow_name = excluded.flow_name, trigger_spec = excluded.trigger_spec, \
+     enabled = excluded.enabled, retries = excluded.retries, \
+     retry_delay_secs = excluded.retry_delay_secs, next_run_at = excluded.next_run_at, \
+     last_run_at = excluded.last_run_at, last_run_id = excluded.last_run_id, \
+     created_at = excluded.created_at, updated_at = excluded.updated_at";
+
+pub const DELETE_SCHEDULE: &str = "DELETE FROM schedules WHERE tenant = $1 AND flow_id = $2";
+
+/// Cross-tenant on purpose: the scheduler serves every tenant. `$1` is `true`, bound rather
+/// than written, because SQLite spells it 1 and PostgreSQL `true`.
+pub const DUE_SCHEDULES: &str = concat!(
+    "SELECT ",
+    schedule_cols!(),
+    " FROM schedules WHERE enabled = $1 AND next_run_at IS NOT NULL AND next_run_at <= $2 \
+     ORDER BY next_run_at, tenant, id",
+);
+
+pub const NEXT_DUE_AT: &str = "SELECT MIN(next_run_at) AS next_run_at FROM schedules \
+     WHERE enabled = $1 AND next_run_at IS NOT NULL";
+
+// ---- runs -----------------------------------------------------------------------------------
+
+macro_rules! run_cols {
+    () => {
+        "tenant, id, flow_id, flow_name, run_trigger, status, attempt, rows_read, rows_written, \
+         batches, error, created_at, started_at, finished_at"
+    };
+}
+
+pub const INSERT_RUN: &str = "INSERT INTO runs (tenant, id, flow_id, flow_name, run_trigger, \
+     status, attempt, rows_read, rows_written, batches, error, created_at, started_at, \
+     finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// A run's flow and creation time are fixed; everything that progresses is updated.
+pub const UPDATE_RUN: &str = "UPDATE runs SET flow_name = $3, run_trigger = $4, status = $5, \
+     attempt = $6, rows_read = $7, rows_written = $8, batches = $9, error = $10, \
+     started_at = $11, finished_at = $12 WHERE tenant = $1 AND id = $2";
+
+pub const GET_RUN: &str = concat!(
+    "SELECT ",
+    run_cols!(),
+    " FROM runs WHERE tenant = $1 AND id = $2",
+);
+
+// Four fixed statements rather than `($2 IS NULL OR flow_id = $2)`: a planner cannot use the
+// (tenant, flow_id, created_at) index for an optional filter it only learns about at run time.
+// `$n` is the limit in each (a very large number stands for "no limit").
+
+pub const LIST_RUNS: &str = concat!(
+    "SELECT ",
+    run_cols!(),
+    " FROM runs WHERE tenant = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+);
+
+pub const LIST_RUNS_BY_FLOW: &str = concat!(
+    "SELECT ",
+    run_cols!(),
+    " FROM runs WHERE tenant = $1 AND flow_id = $2 ORDER BY created_at DESC, id DESC LIMIT $3",
+);
+
+pub const LIST_RUNS_BY_STATUS: &str = concat!(
+    "SELECT ",
+    run_cols!(),
+    " FROM runs WHERE tenant = $1 AND status = $2 ORDER BY created_at DESC, id DESC LIMIT $3",
+);
+
+pub const LIST_RUNS_BY_FLOW_AND_STATUS: &str = concat!(
+    "SELECT ",
+    run_cols!(),
+    " FROM runs WHERE tenant = $1 AND flow_id = $2 AND status = $3 \
+     ORDER BY created_at DESC, id DESC LIMIT $4",
+);
+
+/// Cross-tenant on purpose: start-up recovery after a crash.
+pub const FAIL_UNFINISHED_RUNS: &str = "UPDATE runs SET status = 'error', error = $1, \
+     finished_at = $2 WHERE status IN ('queued', 'running')";
+
+// ---- run logs -------------------------------------------------------------------------------
+
+pub const INSERT_LOG: &str = "INSERT INTO run_logs (tenant, run_id, seq, at, level, message) VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// The newest `$3` lines, handed back oldest first.
+pub const TAIL_LOGS: &str = "SELECT run_id, seq, at, level, message FROM \
+     (SELECT run_id, seq, at, level, message FROM run_logs WHERE tenant = $1 AND run_id = $2 \
+     ORDER BY seq DESC LIMIT $3) AS tail ORDER BY seq";
+
+// ---- watermarks -----------------------------------------------------------------------------
+
+pub const GET_WATERMARK: &str = "SELECT value FROM watermarks WHERE tenant = $1 AND flow_id = $2";
+
+pub const SET_WATERMARK: &str = "INSERT INTO watermarks (tenant, flow_id, value, updated_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, flow_id) DO UPDATE SET value = excluded.value, \
+     updated_at = excluded.updated_at";
+
+pub const CLEAR_WATERMARK: &str = "DELETE FROM watermarks WHERE tenant = $1 AND flow_id = $2";
