@@ -122,6 +122,11 @@ async fn attempt_once(
             Err(e) => transport_failure(s, call, shown, &e),
         };
     }
+    let resp_location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let retry_after = resp
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -135,12 +140,14 @@ async fn attempt_once(
             retry_after,
         }));
     }
+    let location = resp_location.map(|l| s.redact_text(&l));
     Err(status_error(
         s,
         call.method.as_str(),
         shown,
         status,
         &snippet,
+        location,
     ))
 }
 
@@ -184,7 +191,15 @@ fn status_error(
     shown: &str,
     status: StatusCode,
     snippet: &str,
+    location: Option<String>,
 ) -> ConnectorError {
+    if status.is_redirection() {
+        let to = location.as_deref().unwrap_or("(no Location header)");
+        return ConnectorError::read(format!(
+            "{method} {shown} answered {} redirecting to {to}; redirects to another host are not followed while the connection has credentials, so they never leave the API's host: point the flow's object= (or the connection's url) at the new address",
+            status_text(status)
+        ));
+    }
     let head = format!(
         "{method} {shown} answered {}: {snippet}",
         status_text(status)

@@ -14,6 +14,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_RETRIES: u64 = 5;
 const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(500);
 const DEFAULT_MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+const MAX_REDIRECTS: usize = 10;
 
 /// How requests prove who they are.
 #[derive(Clone, Debug)]
@@ -110,7 +111,26 @@ impl Settings {
         };
 
         crate::ensure_crypto_provider();
+        // reqwest drops Authorization on a redirect to another host, but not an API key header
+        // or header.* values; so with credentials, redirects stay on the API's host (an
+        // http-to-https upgrade included) and any other redirect is answered as an error.
+        let has_credentials = !matches!(auth, Auth::None) || p.prefixed("header.").next().is_some();
+        let api_host = base_url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+            let same_host = attempt
+                .url()
+                .host_str()
+                .is_some_and(|h| h.eq_ignore_ascii_case(&api_host));
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+            } else if has_credentials && !same_host {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        });
         let client = reqwest::Client::builder()
+            .redirect(redirect)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(30)))
             .user_agent(concat!("etlworks-agent/", env!("CARGO_PKG_VERSION")))

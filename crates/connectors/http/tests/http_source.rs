@@ -220,6 +220,19 @@ async fn same_page(State(s): Shared, h: HeaderMap, Query(q): Q) -> Json2 {
     Json2(Json::Array(slice(1, 10)))
 }
 
+/// Redirects to the same server under another host name.
+async fn moved(h: HeaderMap) -> Response {
+    let port = host(&h).rsplit(':').next().unwrap().to_string();
+    (
+        StatusCode::FOUND,
+        [(
+            header::LOCATION,
+            format!("http://localhost:{port}/page?per_page=5"),
+        )],
+    )
+        .into_response()
+}
+
 async fn echo(State(s): Shared, h: HeaderMap, Query(q): Q) -> Json2 {
     record(&s, &h, &q);
     Json2(json!([q]))
@@ -255,6 +268,7 @@ async fn start() -> (String, Arc<Server>) {
         .route("/nested", get(nested))
         .route("/same", get(same_page))
         .route("/echo", get(echo))
+        .route("/moved", get(moved))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -915,5 +929,26 @@ async fn the_connector_explains_what_it_cannot_do() {
     assert_eq!(
         errors,
         ["unknown property 'pagnation'; did you mean 'pagination'?"]
+    );
+}
+
+#[tokio::test]
+async fn credentials_never_follow_a_redirect_to_another_host() {
+    let (base, _server) = start().await;
+    // Without credentials the redirect is followed.
+    let batches = read_all(&conn(&base, &[]), request("/moved", &[], 10))
+        .await
+        .unwrap();
+    assert_eq!(ids(&batches), vec![1, 2, 3, 4, 5]);
+
+    let c = conn(&base, &[("api_key", "key-abcdef")]);
+    let err = read_all(&c, request("/moved", &[], 10)).await.unwrap_err();
+    let port = base.rsplit(':').next().unwrap();
+    assert!(
+        err.message.starts_with(&format!(
+            "GET {base}/moved answered HTTP 302 Found redirecting to http://localhost:{port}/page?per_page=5; redirects to another host are not followed"
+        )),
+        "{}",
+        err.message
     );
 }
