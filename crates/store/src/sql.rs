@@ -1,10 +1,12 @@
 //! The store's SQL text, written once for every backend.
 //!
 //! Only constructs that SQLite (3.35+) and PostgreSQL both accept are used: `$n` parameters
-//! (sqlx's SQLite driver numbers them the same way), `ON CONFLICT ... DO UPDATE`, `RETURNING`-free
-//! statements, `CAST(... AS TEXT)`, and a bound integer for "no limit" instead of `LIMIT -1` or
-//! `LIMIT ALL`. Statements are static strings (no SQL is assembled at run time), so every one is
-//! prepared once per connection and cached.
+//! (sqlx's SQLite driver numbers them the same way), `ON CONFLICT ... DO UPDATE SET x =
+//! excluded.x`, booleans bound as parameters rather than written as literals, and a bound large
+//! integer for "no limit" instead of SQLite's `LIMIT -1` or PostgreSQL's `LIMIT ALL`.
+//! Statements are static strings (no SQL is assembled at run time), so each is prepared once per
+//! connection and cached. `ORDER BY name` compares bytes in SQLite; a PostgreSQL schema should
+//! declare the name columns `COLLATE "C"` so both backends list in the same order.
 
 // ---- connections ----------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@
 //! - lists of connections and flows are ordered by name, schedules by flow name, runs newest
 //!   first (`created_at`, then id), log lines by `seq`; a limit or tail of 0 means "all";
 //! - updates address rows by (tenant, id), may rename, and fail (`Backend`) when no such row
-//!   exists in that tenant; `Conflict` texts are exactly `a connection named 'x' already exists`
-//!   and `a flow named 'x' already exists`;
+//!   exists in that tenant; `Conflict` texts are exactly `a connection named 'x' already exists`,
+//!   `a flow named 'x' already exists`, `a connection with id 'i' already exists` (same for
+//!   flows) and `a run with id 'i' already exists`;
 //! - schedules, runs, log lines and high-water marks must belong to an existing flow (or run)
 //!   of the same tenant, otherwise the write fails;
 //! - renaming a flow renames it in its schedule; runs keep the name they ran under;
@@ -201,6 +202,14 @@ async fn connections(store: &dyn Store) {
         "a connection named 'warehouse' already exists",
     );
 
+    let mut same_id = connection(t, "elsewhere");
+    same_id.id = warehouse.id.clone();
+    expect_conflict(
+        "insert_connection with a taken id",
+        store.insert_connection(&same_id).await,
+        &format!("a connection with id '{}' already exists", warehouse.id),
+    );
+
     let api = connection(t, "api");
     store.insert_connection(&api).await.unwrap();
     let names = ids(&store.list_connections(t).await.unwrap(), |c| &c.name);
@@ -280,6 +289,14 @@ async fn flows(store: &dyn Store) {
         "insert_flow with a taken name",
         store.insert_flow(&twin).await,
         "a flow named 'orders' already exists",
+    );
+
+    let mut same_id = flow(t, "elsewhere");
+    same_id.id = orders.id.clone();
+    expect_conflict(
+        "insert_flow with a taken id",
+        store.insert_flow(&same_id).await,
+        &format!("a flow with id '{}' already exists", orders.id),
     );
 
     // A minimal spec (defaults everywhere) survives the round trip too.
