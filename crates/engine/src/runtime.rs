@@ -196,6 +196,23 @@ impl Engine {
         self.inner.runtime.running_run_of(flow_id)
     }
 
+    pub fn has_active_runs(&self) -> bool {
+        !self.inner.runtime.active.lock().expect("runtime lock").is_empty()
+    }
+
+    /// Waits until no run is in progress (runs started meanwhile included).
+    pub async fn wait_idle(&self) {
+        loop {
+            let waiters: Vec<_> = self.inner.runtime.active.lock().expect("runtime lock").values().map(|a| a.done.clone()).collect();
+            if waiters.is_empty() {
+                return;
+            }
+            for mut rx in waiters {
+                let _ = rx.wait_for(|r| r.is_some()).await;
+            }
+        }
+    }
+
     /// Stops every run and waits up to `grace` for them to record their end.
     pub async fn shutdown(&self, grace: Duration) {
         let waiters: Vec<_> = {
