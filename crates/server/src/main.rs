@@ -2,21 +2,17 @@
 //! resolves them into settings, wires the store, connectors and engine together, and owns exit
 //! codes. Everything it does is done by the crates it calls.
 
-mod settings;
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use etl_engine::host::{Caller, Host};
-use etl_engine::secrets::Cipher;
-use etl_engine::{Engine, EngineConfig, Registry};
 use tokio_util::sync::CancellationToken;
 
-use settings::Settings;
+use etlworks_agent::{Settings, open_engine};
 
 #[derive(Parser, Debug)]
 #[command(name = "etlworks-agent", version, about = "A self-hosted data-integration agent server: connections, flows, schedules and the host CLI language.")]
@@ -131,31 +127,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Opens the store, loads the secret key and builds the engine with every connector.
-async fn open_engine(settings: &Settings) -> Result<Engine> {
-    etl_http::ensure_crypto_provider();
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
-    let store = etl_store::SqliteStore::open(&settings.data_dir.join("metadata.db"))
-        .await
-        .with_context(|| format!("opening the metadata store in {}", settings.data_dir.display()))?;
-    let cipher = match &settings.secret_key {
-        Some(key) => Cipher::from_base64(key).context("ETLWORKS_AGENT_SECRET_KEY")?,
-        None => Cipher::load_or_create(&settings.data_dir.join("secret.key"))?,
-    };
-    let registry = Registry::new([
-        Arc::new(etl_http::HttpConnector::new()) as Arc<dyn etl_model::Connector>,
-        Arc::new(etl_file::FileConnector::new()),
-        Arc::new(etl_sql::SqliteConnector::new()),
-        Arc::new(etl_sql::PostgresConnector::new()),
-        Arc::new(etl_sql::MysqlConnector::new()),
-    ]);
-    let mut config = EngineConfig::new(&settings.data_dir);
-    config.max_concurrent_runs = settings.max_runs;
-    let engine = Engine::new(Arc::new(store), registry, cipher, config);
-    engine.start().await?;
-    Ok(engine)
 }
 
 async fn shutdown_signal() {

@@ -800,7 +800,7 @@ async fn run_command(
                 "flow '{}' now runs {}; next run at {}{}",
                 s.flow_name,
                 describe_trigger(&s.trigger),
-                s.next_run_at.map(|n| n.to_rfc3339()).unwrap_or_default(),
+                s.next_run_at.map(fmt_time).unwrap_or_default(),
                 if s.retries > 0 {
                     format!(
                         ", failed runs retried {} time(s) after {}s",
@@ -822,8 +822,8 @@ async fn run_command(
                         s.flow_name.clone(),
                         describe_trigger(&s.trigger),
                         if s.enabled { "yes".into() } else { "no".into() },
-                        s.next_run_at.map(|n| n.to_rfc3339()).unwrap_or_default(),
-                        s.last_run_at.map(|n| n.to_rfc3339()).unwrap_or_default(),
+                        s.next_run_at.map(fmt_time).unwrap_or_default(),
+                        s.last_run_at.map(fmt_time).unwrap_or_default(),
                     ]
                 })
                 .collect::<Vec<_>>();
@@ -846,7 +846,7 @@ async fn run_command(
                 format!(
                     "schedule of flow '{}' enabled; next run at {}",
                     s.flow_name,
-                    s.next_run_at.map(|n| n.to_rfc3339()).unwrap_or_default()
+                    s.next_run_at.map(fmt_time).unwrap_or_default()
                 )
             } else {
                 format!("schedule of flow '{}' disabled", s.flow_name)
@@ -1080,7 +1080,7 @@ async fn describe_flow(host: &Host, t: &str, name: &str) -> Answer {
             describe_trigger(&s.trigger),
             if s.enabled { "" } else { " (disabled)" },
             s.next_run_at
-                .map(|n| n.to_rfc3339())
+                .map(fmt_time)
                 .unwrap_or_else(|| "-".into())
         ));
     }
@@ -1339,7 +1339,7 @@ fn spec_text(spec: &etl_model::ConnectorSpec) -> String {
             .collect::<Vec<_>>();
         format!(
             "\n\n{title}\n{}",
-            table(&["property", "", "description"], &rows)
+            table(&["property", "notes", "description"], &rows)
         )
     };
     format!(
@@ -1487,11 +1487,11 @@ fn run_text(r: &Run) -> String {
         ("batches", r.batches.to_string()),
         (
             "started",
-            r.started_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            r.started_at.map(fmt_time).unwrap_or_default(),
         ),
         (
             "finished",
-            r.finished_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            r.finished_at.map(fmt_time).unwrap_or_default(),
         ),
         (
             "duration",
@@ -1521,4 +1521,9 @@ fn schedule_json(s: &Schedule) -> Json {
         "retry_delay_secs": s.retry_delay_secs, "next_run_at": s.next_run_at, "last_run_at": s.last_run_at,
         "last_run_id": s.last_run_id,
     })
+}
+
+/// A timestamp as people read it in tables: `2026-01-31T08:15:00Z`.
+fn fmt_time(t: Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
