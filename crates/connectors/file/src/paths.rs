@@ -44,11 +44,15 @@ pub fn io_error(action: &str, path: &Path, e: &io::Error) -> ConnectorError {
         }
         io::ErrorKind::NotFound => "; check that it exists",
         io::ErrorKind::StorageFull => "; the disk is full: free space and run again",
+        io::ErrorKind::NotADirectory => {
+            "; part of the path is a file, not a folder: fix the directory or the file name"
+        }
         _ => "",
     };
     ConnectorError::new(
         match e.kind() {
             io::ErrorKind::NotFound => etl_model::ErrorKind::NotFound,
+            io::ErrorKind::NotADirectory => etl_model::ErrorKind::Config,
             io::ErrorKind::PermissionDenied => etl_model::ErrorKind::Connect,
             _ => etl_model::ErrorKind::Read,
         },

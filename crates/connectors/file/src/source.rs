@@ -7,13 +7,13 @@ use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use etl_model::{Batch, ConnectorError, RecordBuilder, RunLogger, Source, Value, flatten_json};
+use etl_model::{Batch, ConnectorError, RecordBuilder, RunLogger, Source, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::format::Format;
-use crate::json_stream::{StreamError, stream_records};
+use crate::json_stream::{FlatRecord, StreamError, stream_records};
 use crate::paths::{Matched, io_error};
 
 /// The name of the column `include_file_name` adds.
@@ -338,11 +338,15 @@ impl Reader {
                 break;
             }
             number += 1;
+            // Without the line break serde_json's column refers to this line alone.
+            while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                line.pop();
+            }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_slice::<serde_json::Value>(&line) {
-                Ok(value) => self.push_record(&value, file_value.as_deref())?,
+            match serde_json::from_slice::<FlatRecord>(&line) {
+                Ok(FlatRecord(fields)) => self.push_record(fields, file_value.as_deref())?,
                 Err(e) => {
                     let problem = format!(
                         "{} line {number}, column {}: invalid JSON ({})",
@@ -366,7 +370,7 @@ impl Reader {
         let path = std::mem::take(&mut self.records_path);
         let result = {
             let mut emit =
-                |value: serde_json::Value| self.push_record(&value, file_value.as_deref());
+                |fields: Vec<(String, Value)>| self.push_record(fields, file_value.as_deref());
             stream_records(input, &path, &mut emit)
         };
         self.records_path = path;
@@ -399,8 +403,11 @@ impl Reader {
         }
     }
 
-    fn push_record(&mut self, value: &serde_json::Value, file: Option<&str>) -> Result<(), Halt> {
-        let mut fields = flatten_json(value);
+    fn push_record(
+        &mut self,
+        mut fields: Vec<(String, Value)>,
+        file: Option<&str>,
+    ) -> Result<(), Halt> {
         if let Some(f) = file {
             fields.push((FILE_COLUMN.to_string(), Value::Text(f.to_string())));
         }
