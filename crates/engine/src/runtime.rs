@@ -197,13 +197,27 @@ impl Engine {
     }
 
     pub fn has_active_runs(&self) -> bool {
-        !self.inner.runtime.active.lock().expect("runtime lock").is_empty()
+        !self
+            .inner
+            .runtime
+            .active
+            .lock()
+            .expect("runtime lock")
+            .is_empty()
     }
 
     /// Waits until no run is in progress (runs started meanwhile included).
     pub async fn wait_idle(&self) {
         loop {
-            let waiters: Vec<_> = self.inner.runtime.active.lock().expect("runtime lock").values().map(|a| a.done.clone()).collect();
+            let waiters: Vec<_> = self
+                .inner
+                .runtime
+                .active
+                .lock()
+                .expect("runtime lock")
+                .values()
+                .map(|a| a.done.clone())
+                .collect();
             if waiters.is_empty() {
                 return;
             }

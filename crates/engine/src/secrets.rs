@@ -103,17 +103,17 @@ impl Cipher {
     /// Encrypts the spec's secret properties in place (already encrypted ones are left alone).
     pub fn seal(&self, spec: &ConnectorSpec, props: &mut Props) {
         for (key, value) in props.0.iter_mut() {
-            if spec.is_secret(key) && !value.starts_with(PREFIX) && !value.is_empty() {
+            if is_secret(Some(spec), key) && !value.starts_with(PREFIX) && !value.is_empty() {
                 *value = self.encrypt(value);
             }
         }
     }
 
-    /// A copy with the secret properties decrypted, for handing to a connector.
-    pub fn open(&self, spec: &ConnectorSpec, props: &Props) -> Result<Props, SecretError> {
+    /// A copy with every encrypted property decrypted, for handing to a connector.
+    pub fn open(&self, props: &Props) -> Result<Props, SecretError> {
         let mut out = props.clone();
-        for (key, value) in out.0.iter_mut() {
-            if spec.is_secret(key) || value.starts_with(PREFIX) {
+        for value in out.0.values_mut() {
+            if value.starts_with(PREFIX) {
                 *value = self.decrypt(value)?;
             }
         }
@@ -135,10 +135,15 @@ pub fn redact(spec: Option<&ConnectorSpec>, props: &Props) -> Props {
     out
 }
 
+/// Whether a property holds a secret: the connector's spec says so, or its name does.
+pub fn is_secret(spec: Option<&ConnectorSpec>, key: &str) -> bool {
+    spec.is_some_and(|s| s.is_secret(key)) || looks_secret(key)
+}
+
 /// Property names that hold secrets whatever the connector says (defence in depth for
-/// `header.Authorization`, `query.api_key` and the like).
+/// `header.Authorization`, `header.X-Api-Key`, `query.api_key` and the like).
 pub fn looks_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
+    let k = key.to_ascii_lowercase().replace('-', "_");
     [
         "password",
         "secret",

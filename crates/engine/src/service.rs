@@ -269,7 +269,7 @@ impl Engine {
         }
         conn.props.0.extend(changes.set.0);
         // Validate with secrets in plain form so type checks apply to what the user gave.
-        let check = self.inner.cipher.open(spec, &conn.props)?;
+        let check = self.inner.cipher.open(&conn.props)?;
         Self::validation_error(
             &format!("connection '{name}' ({})", spec.type_name),
             spec.validate_connection(&check),
@@ -315,7 +315,7 @@ impl Engine {
     ) -> EngineResult<(ConnectionConfig, Arc<dyn etl_model::Connector>)> {
         let conn = self.connection_raw(tenant, name).await?;
         let connector = self.inner.registry.get(&conn.type_name)?.clone();
-        let props = self.inner.cipher.open(connector.spec(), &conn.props)?;
+        let props = self.inner.cipher.open(&conn.props)?;
         Ok((
             ConnectionConfig {
                 name: conn.name,

@@ -25,10 +25,20 @@ pub fn registry() -> Registry {
 /// Opens the store, loads the secret key and builds the engine with every connector.
 pub async fn open_engine(settings: &Settings) -> Result<Engine> {
     etl_http::ensure_crypto_provider();
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "creating the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
     let store = etl_store::SqliteStore::open(&settings.data_dir.join("metadata.db"))
         .await
-        .with_context(|| format!("opening the metadata store in {}", settings.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "opening the metadata store in {}",
+                settings.data_dir.display()
+            )
+        })?;
     let cipher = match &settings.secret_key {
         Some(key) => Cipher::from_base64(key).context("ETLWORKS_AGENT_SECRET_KEY")?,
         None => Cipher::load_or_create(&settings.data_dir.join("secret.key"))?,
@@ -40,4 +50,3 @@ pub async fn open_engine(settings: &Settings) -> Result<Engine> {
     engine.start().await?;
     Ok(engine)
 }
-

@@ -2,7 +2,6 @@
 //! resolves them into settings, wires the store, connectors and engine together, and owns exit
 //! codes. Everything it does is done by the crates it calls.
 
-
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,14 +14,28 @@ use tokio_util::sync::CancellationToken;
 use etlworks_agent::{Settings, open_engine};
 
 #[derive(Parser, Debug)]
-#[command(name = "etlworks-agent", version, about = "A self-hosted data-integration agent server: connections, flows, schedules and the host CLI language.")]
+#[command(
+    name = "etlworks-agent",
+    version,
+    about = "A self-hosted data-integration agent server: connections, flows, schedules and the host CLI language."
+)]
 struct Cli {
     /// The data directory: metadata database, secret key, the built-in warehouse.
-    #[arg(long, global = true, env = "ETLWORKS_AGENT_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        global = true,
+        env = "ETLWORKS_AGENT_DATA_DIR",
+        default_value = "./data"
+    )]
     data_dir: std::path::PathBuf,
 
     /// Log filter (tracing syntax), e.g. info or etl_engine=debug.
-    #[arg(long, global = true, env = "ETLWORKS_AGENT_LOG", default_value = "warn")]
+    #[arg(
+        long,
+        global = true,
+        env = "ETLWORKS_AGENT_LOG",
+        default_value = "warn"
+    )]
     log: String,
 
     #[command(subcommand)]
@@ -54,7 +67,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -71,17 +87,27 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Host { script, json, max_runs } => {
+        Command::Host {
+            script,
+            json,
+            max_runs,
+        } => {
             let settings = Settings::resolve(cli.data_dir, max_runs)?;
             let script = if script == "-" {
                 let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s).context("reading the script from standard input")?;
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .context("reading the script from standard input")?;
                 s
             } else {
                 script
@@ -92,11 +118,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let ok = outcomes.iter().all(|o| o.ok());
             if json {
                 let values: Vec<_> = outcomes.iter().map(|o| o.to_json()).collect();
-                let out = if values.len() == 1 { values.into_iter().next().expect("one value") } else { serde_json::Value::Array(values) };
+                let out = if values.len() == 1 {
+                    values.into_iter().next().expect("one value")
+                } else {
+                    serde_json::Value::Array(values)
+                };
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 let text = Host::render(&outcomes);
-                if ok { println!("{text}") } else { eprintln!("{text}") }
+                if ok {
+                    println!("{text}")
+                } else {
+                    eprintln!("{text}")
+                }
             }
             // A one-shot process must not abandon runs it started: they would be cut off mid-batch.
             if engine.has_active_runs() {
@@ -108,7 +142,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     _ = shutdown_signal() => engine.shutdown(Duration::from_secs(30)).await,
                 }
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Scheduler { max_runs } => {
             let settings = Settings::resolve(cli.data_dir, max_runs)?;
@@ -119,7 +157,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let stop = stop.clone();
                 async move { engine.run_scheduler(stop).await }
             });
-            eprintln!("scheduler running on {} (Ctrl-C to stop)", settings.data_dir.display());
+            eprintln!(
+                "scheduler running on {} (Ctrl-C to stop)",
+                settings.data_dir.display()
+            );
             shutdown_signal().await;
             stop.cancel();
             let _ = scheduler.await;
@@ -133,13 +174,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

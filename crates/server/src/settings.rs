@@ -17,8 +17,18 @@ impl Settings {
         if max_runs == 0 {
             bail!("--max-runs must be at least 1");
         }
-        let data_dir = if data_dir.is_absolute() { data_dir } else { std::env::current_dir()?.join(data_dir) };
-        let secret_key = std::env::var("ETLWORKS_AGENT_SECRET_KEY").ok().filter(|k| !k.trim().is_empty());
-        Ok(Settings { data_dir, max_runs, secret_key })
+        let data_dir = if data_dir.is_absolute() {
+            data_dir
+        } else {
+            std::env::current_dir()?.join(data_dir)
+        };
+        let secret_key = std::env::var("ETLWORKS_AGENT_SECRET_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty());
+        Ok(Settings {
+            data_dir,
+            max_runs,
+            secret_key,
+        })
     }
 }

@@ -1079,9 +1079,7 @@ async fn describe_flow(host: &Host, t: &str, name: &str) -> Answer {
             "\n\nschedule: {}{}; next run {}",
             describe_trigger(&s.trigger),
             if s.enabled { "" } else { " (disabled)" },
-            s.next_run_at
-                .map(fmt_time)
-                .unwrap_or_else(|| "-".into())
+            s.next_run_at.map(fmt_time).unwrap_or_else(|| "-".into())
         ));
     }
     if f.spec.incremental.is_some() {
@@ -1485,14 +1483,8 @@ fn run_text(r: &Run) -> String {
         ("rows read", r.rows_read.to_string()),
         ("rows written", r.rows_written.to_string()),
         ("batches", r.batches.to_string()),
-        (
-            "started",
-            r.started_at.map(fmt_time).unwrap_or_default(),
-        ),
-        (
-            "finished",
-            r.finished_at.map(fmt_time).unwrap_or_default(),
-        ),
+        ("started", r.started_at.map(fmt_time).unwrap_or_default()),
+        ("finished", r.finished_at.map(fmt_time).unwrap_or_default()),
         (
             "duration",
             r.duration_ms()
