@@ -1,0 +1,890 @@
+//! Writing: creates the destination table from the first batch's inferred types, adds columns a
+//! batch brings, and loads rows by mode. PostgreSQL loads through `COPY ... FROM STDIN`;
+//! MySQL and SQLite through multi-row `INSERT`s with bound values, chunked under the
+//! placeholder limits. `append`/`merge` commit each batch in its own transaction; `replace`
+//! fills a staging table that `finish` swaps in and `abort` drops.
+
+use std::borrow::Cow;
+use std::io::Write as _;
+
+use etl_model::{
+    Batch, ColumnType, ConnectorError, ErrorKind, RunContext, Sink, SinkRequest, Value, WriteMode,
+};
+use sqlx::postgres::PgConnection;
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Database, Encode, Executor, Type};
+
+use crate::conn::{Db, Pool};
+use crate::dialect::{Dialect, TableRef, classify_declared};
+
+/// Upper bound on the bound-value bytes of one INSERT: MariaDB's default packet limit is
+/// 16 MB, so statements stay well under it even with wide text rows.
+const INSERT_BYTES: usize = 4 << 20;
+/// COPY data is sent in pieces of about this size.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// Binds one engine value as the natural parameter type of the database.
+pub(crate) fn bind_value<'q, DB>(
+    q: Query<'q, DB, <DB as Database>::Arguments>,
+    v: &Value,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> f64: Encode<'t, DB> + Type<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+{
+    match v {
+        Value::Null => q.bind(None::<&str>),
+        Value::Bool(b) => q.bind(*b),
+        Value::Int(i) => q.bind(*i),
+        Value::Float(f) => q.bind(*f),
+        Value::Text(s) => q.bind(s.as_str()),
+    }
+}
+
+/// A destination column as the sink knows it.
+#[derive(Clone, Debug)]
+struct Col {
+    name: String,
+    /// The engine type values are coerced to before writing; `None` leaves them alone.
+    ty: Option<ColumnType>,
+    /// Position in the primary key (SQLite staging copies need it), 0 when not a key.
+    pk: u32,
+}
+
+/// Converts a value to the destination column's type where the database would not: "true"
+/// into a MySQL BOOLEAN, `1` into a float column, ISO timestamps with `T`/`Z` into MySQL
+/// DATETIME. A value that does not convert is written as is, so the database reports it.
+fn coerce<'a>(v: &'a Value, ty: Option<ColumnType>, d: Dialect) -> Cow<'a, Value> {
+    let Some(ty) = ty else {
+        return Cow::Borrowed(v);
+    };
+    match (ty, v) {
+        (_, Value::Null)
+        | (ColumnType::Integer, Value::Int(_))
+        | (ColumnType::Float, Value::Float(_))
+        | (ColumnType::Boolean, Value::Bool(_)) => Cow::Borrowed(v),
+        (ColumnType::Timestamp, Value::Text(s)) if d == Dialect::Mysql => {
+            mysql_datetime(s).map_or(Cow::Borrowed(v), |t| Cow::Owned(Value::Text(t)))
+        }
+        (
+            ColumnType::Text | ColumnType::Json | ColumnType::Date | ColumnType::Timestamp,
+            Value::Text(_),
+        ) => Cow::Borrowed(v),
+        (ty, v) => v.cast(ty).map_or(Cow::Borrowed(v), Cow::Owned),
+    }
+}
+
+/// ISO-8601 as MySQL DATETIME accepts it: offsets converted to UTC, `T` replaced by a space.
+fn mysql_datetime(s: &str) -> Option<String> {
+    let t = s.trim();
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Some(dt.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string());
+    }
+    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|dt| dt.format("%Y-%m-%d %H:%M:%S%.f").to_string())
+}
+
+/// Appends one value in COPY text format: `\N` for null, backslash escapes for the
+/// characters that delimit fields and rows.
+fn copy_value(buf: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => buf.extend_from_slice(b"\\N"),
+        Value::Bool(b) => buf.push(if *b { b't' } else { b'f' }),
+        Value::Int(i) => {
+            let _ = write!(buf, "{i}");
+        }
+        Value::Float(f) if f.is_nan() => buf.extend_from_slice(b"NaN"),
+        Value::Float(f) if f.is_infinite() => {
+            buf.extend_from_slice(if *f > 0.0 { b"Infinity" } else { b"-Infinity" })
+        }
+        Value::Float(f) => {
+            let _ = write!(buf, "{f}");
+        }
+        Value::Text(s) => {
+            let bytes = s.as_bytes();
+            if !bytes
+                .iter()
+                .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t'))
+            {
+                buf.extend_from_slice(bytes);
+                return;
+            }
+            for &b in bytes {
+                match b {
+                    b'\\' => buf.extend_from_slice(b"\\\\"),
+                    b'\n' => buf.extend_from_slice(b"\\n"),
+                    b'\r' => buf.extend_from_slice(b"\\r"),
+                    b'\t' => buf.extend_from_slice(b"\\t"),
+                    b => buf.push(b),
+                }
+            }
+        }
+    }
+}
+
+/// Streams a batch into an open `COPY ... FROM STDIN` and completes it.
+async fn copy_rows(
+    conn: &mut PgConnection,
+    statement: &str,
+    batch: &Batch,
+    types: &[Option<ColumnType>],
+) -> Result<u64, sqlx::Error> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    let mut buf = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
+    for row in &batch.rows {
+        for (i, (v, ty)) in row.iter().zip(types).enumerate() {
+            if i > 0 {
+                buf.push(b'\t');
+            }
+            copy_value(&mut buf, &coerce(v, *ty, Dialect::Postgres));
+        }
+        buf.push(b'\n');
+        if buf.len() >= COPY_CHUNK {
+            copy.send(&buf[..]).await?;
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        copy.send(&buf[..]).await?;
+    }
+    copy.finish().await
+}
+
+/// One transaction of multi-row INSERTs (MySQL, SQLite), each under the placeholder and byte
+/// limits. `tail` is the upsert clause for merge.
+async fn insert_rows<DB>(
+    pool: &sqlx::Pool<DB>,
+    d: Dialect,
+    table: &str,
+    batch: &Batch,
+    types: &[Option<ColumnType>],
+    tail: &str,
+) -> Result<u64, sqlx::Error>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> f64: Encode<'t, DB> + Type<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+{
+    let ncols = batch.columns.len().max(1);
+    let max_rows = (d.max_params() / ncols).max(1);
+    let mut tx = pool.begin().await?;
+    let mut start = 0;
+    let mut cached: Option<(usize, String)> = None;
+    while start < batch.rows.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < batch.rows.len()
+            && end - start < max_rows
+            && (bytes < INSERT_BYTES || end == start)
+        {
+            bytes += batch.rows[end]
+                .iter()
+                .map(|v| match v {
+                    Value::Text(s) => s.len() + 4,
+                    _ => 9,
+                })
+                .sum::<usize>();
+            end += 1;
+        }
+        let n = end - start;
+        // Full chunks repeat, so their statement text is built once per batch.
+        let sql = match &cached {
+            Some((rows, sql)) if *rows == n => sql.clone(),
+            _ => {
+                let sql = d.insert_sql(table, &batch.columns, n) + tail;
+                cached = Some((n, sql.clone()));
+                sql
+            }
+        };
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for row in &batch.rows[start..end] {
+            for (v, ty) in row.iter().zip(types) {
+                q = bind_value(q, &coerce(v, *ty, d));
+            }
+        }
+        q.execute(&mut *tx).await?;
+        start = end;
+    }
+    tx.commit().await?;
+    Ok(batch.rows.len() as u64)
+}
+
+/// The columns of a table, or `None` when it does not exist.
+async fn columns_of(db: &Db, t: &TableRef) -> Result<Option<Vec<Col>>, sqlx::Error> {
+    let rows = match db.dialect {
+        Dialect::Postgres => {
+            db.text_rows(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)::text, '0' \
+                 FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 \
+                 AND NOT a.attisdropped ORDER BY a.attnum"
+                    .to_string(),
+                &[Some(&t.sql(Dialect::Postgres))],
+            )
+            .await?
+        }
+        Dialect::Mysql => {
+            db.text_rows(
+                "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR), '0' \
+                 FROM information_schema.columns \
+                 WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? \
+                 ORDER BY ordinal_position"
+                    .to_string(),
+                &[t.schema.as_deref(), Some(&t.name)],
+            )
+            .await?
+        }
+        Dialect::Sqlite => {
+            db.text_rows(
+                "SELECT name, type, CAST(pk AS TEXT) FROM pragma_table_info(?, ?) ORDER BY cid"
+                    .to_string(),
+                &[Some(&t.name), Some(t.schema.as_deref().unwrap_or("main"))],
+            )
+            .await?
+        }
+    };
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                let name = it.next().flatten().unwrap_or_default();
+                let decl = it.next().flatten().unwrap_or_default();
+                let pk = it
+                    .next()
+                    .flatten()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                Col {
+                    name,
+                    ty: classify_declared(&decl),
+                    pk,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// The column sets of the table's unique indexes (primary key included).
+async fn unique_sets(db: &Db, t: &TableRef) -> Result<Vec<Vec<String>>, sqlx::Error> {
+    let rows = match db.dialect {
+        Dialect::Postgres => {
+            db.text_rows(
+                "SELECT ix.indexrelid::text, a.attname::text FROM pg_index ix \
+                 CROSS JOIN LATERAL unnest(ix.indkey) AS k(attnum) \
+                 JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.attnum \
+                 WHERE ix.indrelid = to_regclass($1) AND ix.indisunique \
+                 AND ix.indpred IS NULL AND ix.indexprs IS NULL"
+                    .to_string(),
+                &[Some(&t.sql(Dialect::Postgres))],
+            )
+            .await?
+        }
+        Dialect::Mysql => {
+            db.text_rows(
+                "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) \
+                 FROM information_schema.statistics \
+                 WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND non_unique = 0"
+                    .to_string(),
+                &[t.schema.as_deref(), Some(&t.name)],
+            )
+            .await?
+        }
+        Dialect::Sqlite => {
+            let schema = t.schema.as_deref().unwrap_or("main");
+            let mut rows = db
+                .text_rows(
+                    "SELECT il.name, ii.name FROM pragma_index_list(?, ?) AS il \
+                     JOIN pragma_index_info(il.name, ?) AS ii WHERE il.\"unique\" = 1"
+                        .to_string(),
+                    &[Some(&t.name), Some(schema), Some(schema)],
+                )
+                .await?;
+            // An INTEGER PRIMARY KEY is the rowid and has no index entry of its own.
+            rows.extend(
+                db.text_rows(
+                    "SELECT 'primary key', name FROM pragma_table_info(?, ?) WHERE pk > 0"
+                        .to_string(),
+                    &[Some(&t.name), Some(schema)],
+                )
+                .await?,
+            );
+            rows
+        }
+    };
+    let mut sets: Vec<(String, Vec<String>)> = Vec::new();
+    for r in rows {
+        let mut it = r.into_iter();
+        let index = it.next().flatten().unwrap_or_default();
+        let col = it.next().flatten().unwrap_or_default();
+        match sets.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, cols)) => cols.push(col),
+            None => sets.push((index, vec![col])),
+        }
+    }
+    Ok(sets.into_iter().map(|(_, c)| c).collect())
+}
+
+/// A sink writing into one table.
+pub(crate) struct SqlSink {
+    db: Db,
+    mode: WriteMode,
+    keys: Vec<String>,
+    create: bool,
+    /// The table the flow names.
+    table: TableRef,
+    /// Where rows go: the table, or the staging table for `replace`.
+    target: TableRef,
+    /// The target's columns, once known.
+    columns: Option<Vec<Col>>,
+    /// The table's columns when the run started (`None` when it did not exist).
+    existing: Option<Vec<Col>>,
+    staged: bool,
+    /// Merge: the unique index on the keys was found or created.
+    keys_checked: bool,
+    ctx: RunContext,
+}
+
+impl SqlSink {
+    pub async fn open(
+        db: Db,
+        req: SinkRequest,
+        ctx: &RunContext,
+    ) -> Result<SqlSink, ConnectorError> {
+        let db = db.dedicated();
+        let d = db.dialect;
+        let table = db.table(&req.object)?;
+        if req.mode == WriteMode::Merge && req.keys.is_empty() {
+            return Err(ConnectorError::config(format!(
+                "merge into {table} needs key columns to match rows on; add keys=id (or keys=a,b)"
+            )));
+        }
+        let existing = columns_of(&db, &table)
+            .await
+            .map_err(|e| db.error(ErrorKind::Write, &format!("looking up table {table}"), e))?;
+        if existing.is_none() && !req.create {
+            return Err(ConnectorError::not_found(format!(
+                "table {table} does not exist in {} and create=false; create the table first or let the flow create it (create=true)",
+                db.label
+            )));
+        }
+        let target = match req.mode {
+            WriteMode::Replace => table.sibling(table.scratch_name(d, "stage", &req.run_id)),
+            _ => table.clone(),
+        };
+        let columns = if req.mode == WriteMode::Replace {
+            None
+        } else {
+            existing.clone()
+        };
+        Ok(SqlSink {
+            db,
+            mode: req.mode,
+            keys: req.keys,
+            create: req.create,
+            table,
+            target,
+            columns,
+            existing,
+            staged: false,
+            keys_checked: false,
+            ctx: ctx.clone(),
+        })
+    }
+
+    fn d(&self) -> Dialect {
+        self.db.dialect
+    }
+
+    fn err(&self, doing: String, e: sqlx::Error) -> ConnectorError {
+        self.db.error(ErrorKind::Write, &doing, e)
+    }
+
+    async fn exec(
+        &self,
+        sql: String,
+        doing: impl FnOnce() -> String,
+    ) -> Result<(), ConnectorError> {
+        self.db
+            .execute(sql)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(doing(), e))
+    }
+
+    async fn refresh_columns(&mut self) -> Result<(), ConnectorError> {
+        let cols = columns_of(&self.db, &self.target)
+            .await
+            .map_err(|e| self.err(format!("looking up table {}", self.target), e))?;
+        self.columns = Some(cols.unwrap_or_default());
+        Ok(())
+    }
+
+    /// CREATE TABLE from the batch's inferred types; with a primary key on the keys for merge.
+    async fn create_from(&self, t: &TableRef, batch: &Batch) -> Result<(), ConnectorError> {
+        let d = self.d();
+        for k in &self.keys {
+            if !batch.columns.iter().any(|c| d.same_name(c, k)) {
+                return Err(ConnectorError::config(format!(
+                    "key column '{k}' is not in the data written to {} (columns: {}); fix keys= or the mapping",
+                    self.table,
+                    batch.columns.join(", ")
+                )));
+            }
+        }
+        let defs: Vec<String> = batch
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let ty =
+                    ColumnType::infer(batch.rows.iter().map(|r| &r[i])).unwrap_or(ColumnType::Text);
+                let is_key = self.keys.iter().any(|k| d.same_name(k, c));
+                let not_null = if is_key && self.mode == WriteMode::Merge {
+                    " NOT NULL"
+                } else {
+                    ""
+                };
+                format!("{} {}{not_null}", d.quote(c), d.column_type(ty, is_key))
+            })
+            .collect();
+        let mut sql = format!(
+            "CREATE TABLE IF NOT EXISTS {} ({}",
+            t.sql(d),
+            defs.join(", ")
+        );
+        if self.mode == WriteMode::Merge {
+            sql.push_str(&format!(", PRIMARY KEY ({})", d.column_list(&self.keys)));
+        }
+        sql.push(')');
+        self.exec(sql, || format!("creating table {t}")).await?;
+        self.ctx
+            .info(&format!("created table {t} ({})", defs.join(", ")));
+        Ok(())
+    }
+
+    /// A staging table with the destination's columns and keys.
+    async fn create_stage_like(&self, existing: &[Col]) -> Result<(), ConnectorError> {
+        let d = self.d();
+        let (stage, table) = (self.target.sql(d), self.table.sql(d));
+        let sql = match d {
+            Dialect::Postgres => format!("CREATE TABLE {stage} (LIKE {table} INCLUDING ALL)"),
+            Dialect::Mysql => format!("CREATE TABLE {stage} LIKE {table}"),
+            Dialect::Sqlite => {
+                // SQLite has no CREATE TABLE ... LIKE: copy declared types and the primary key.
+                let decls = self
+                    .db
+                    .text_rows(
+                        "SELECT name, type FROM pragma_table_info(?, ?) ORDER BY cid".to_string(),
+                        &[
+                            Some(&self.table.name),
+                            Some(self.table.schema.as_deref().unwrap_or("main")),
+                        ],
+                    )
+                    .await
+                    .map_err(|e| self.err(format!("looking up table {}", self.table), e))?;
+                let defs: Vec<String> = decls
+                    .into_iter()
+                    .map(|r| {
+                        let name = r.first().cloned().flatten().unwrap_or_default();
+                        let ty = r.get(1).cloned().flatten().unwrap_or_default();
+                        format!("{} {ty}", d.quote(&name)).trim_end().to_string()
+                    })
+                    .collect();
+                let mut pk: Vec<&Col> = existing.iter().filter(|c| c.pk > 0).collect();
+                pk.sort_by_key(|c| c.pk);
+                let mut sql = format!("CREATE TABLE {stage} ({}", defs.join(", "));
+                if !pk.is_empty() {
+                    let names: Vec<String> = pk.iter().map(|c| c.name.clone()).collect();
+                    sql.push_str(&format!(", PRIMARY KEY ({})", d.column_list(&names)));
+                }
+                sql.push(')');
+                sql
+            }
+        };
+        self.exec(sql, || format!("creating staging table {}", self.target))
+            .await
+    }
+
+    /// Makes sure the target exists and its columns are known.
+    async fn ensure_target(&mut self, batch: &Batch) -> Result<(), ConnectorError> {
+        if self.columns.is_some() {
+            if self.mode == WriteMode::Merge && !self.keys_checked {
+                self.ensure_unique_keys().await?;
+                self.keys_checked = true;
+            }
+            return Ok(());
+        }
+        match (self.mode, self.existing.clone()) {
+            (WriteMode::Replace, Some(existing)) => {
+                self.staged = true;
+                self.create_stage_like(&existing).await?;
+            }
+            (WriteMode::Replace, None) => {
+                self.staged = true;
+                let stage = self.target.clone();
+                self.create_from(&stage, batch).await?;
+            }
+            (_, None) if self.create => {
+                let table = self.table.clone();
+                self.create_from(&table, batch).await?;
+            }
+            (_, _) => {
+                return Err(ConnectorError::not_found(format!(
+                    "table {} does not exist in {} and create=false; create the table first or let the flow create it (create=true)",
+                    self.table, self.db.label
+                )));
+            }
+        }
+        self.refresh_columns().await?;
+        if self.mode == WriteMode::Merge {
+            self.ensure_unique_keys().await?;
+            self.keys_checked = true;
+        }
+        Ok(())
+    }
+
+    /// Merge needs a unique index on exactly the key columns; one is created when missing.
+    async fn ensure_unique_keys(&self) -> Result<(), ConnectorError> {
+        let d = self.d();
+        let t = &self.table;
+        let sets = unique_sets(&self.db, t)
+            .await
+            .map_err(|e| self.err(format!("looking up the indexes of {t}"), e))?;
+        let covers = |set: &Vec<String>| {
+            set.len() == self.keys.len()
+                && self
+                    .keys
+                    .iter()
+                    .all(|k| set.iter().any(|c| d.same_name(c, k)))
+        };
+        if sets.iter().any(covers) {
+            return Ok(());
+        }
+        let index = t.scratch_name(d, "merge", "keys");
+        let (index_sql, table_sql) = match (&t.schema, d) {
+            (Some(s), Dialect::Sqlite) => (
+                format!("{}.{}", d.quote(s), d.quote(&index)),
+                d.quote(&t.name),
+            ),
+            _ => (d.quote(&index), t.sql(d)),
+        };
+        let sql = format!(
+            "CREATE UNIQUE INDEX {index_sql} ON {table_sql} ({})",
+            d.column_list(&self.keys)
+        );
+        self.db.execute(sql).await.map_err(|e| {
+            ConnectorError::write(format!(
+                "merge into {t} needs a unique index on ({}) and creating one failed: {}; remove duplicate key rows, make the keys unique (in MySQL key columns must be VARCHAR, not TEXT), or choose other keys",
+                self.keys.join(", "),
+                crate::conn::describe(d, &e)
+            ))
+        })?;
+        self.ctx.info(&format!(
+            "created unique index {index} on {t} ({}) so merge can upsert on the keys",
+            self.keys.join(", ")
+        ));
+        Ok(())
+    }
+
+    /// ALTER TABLE ADD COLUMN for every batch column the target lacks.
+    async fn evolve(&mut self, batch: &Batch) -> Result<(), ConnectorError> {
+        let d = self.d();
+        let known = self.columns.clone().unwrap_or_default();
+        for (i, c) in batch.columns.iter().enumerate() {
+            if known.iter().any(|k| d.same_name(&k.name, c)) {
+                continue;
+            }
+            let ty =
+                ColumnType::infer(batch.rows.iter().map(|r| &r[i])).unwrap_or(ColumnType::Text);
+            let decl = d.column_type(ty, false);
+            let sql = format!(
+                "ALTER TABLE {} ADD COLUMN {} {decl}",
+                self.target.sql(d),
+                d.quote(c)
+            );
+            self.exec(sql, || format!("adding column {c} to {}", self.target))
+                .await?;
+            self.ctx
+                .info(&format!("added column {c} ({decl}) to {}", self.table));
+            if let Some(cols) = self.columns.as_mut() {
+                cols.push(Col {
+                    name: c.clone(),
+                    ty: Some(ty),
+                    pk: 0,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn load(&self, batch: &Batch) -> Result<u64, sqlx::Error> {
+        let d = self.d();
+        let cols = self.columns.as_deref().unwrap_or_default();
+        let types: Vec<Option<ColumnType>> = batch
+            .columns
+            .iter()
+            .map(|c| {
+                cols.iter()
+                    .find(|k| d.same_name(&k.name, c))
+                    .and_then(|k| k.ty)
+            })
+            .collect();
+        let target = self.target.sql(d);
+        let col_list = d.column_list(&batch.columns);
+        let merge = self.mode == WriteMode::Merge;
+        match &self.db.pool {
+            Pool::Postgres(p) if !merge => {
+                let mut conn = p.acquire().await?;
+                copy_rows(
+                    &mut conn,
+                    &format!("COPY {target} ({col_list}) FROM STDIN"),
+                    batch,
+                    &types,
+                )
+                .await?;
+                Ok(batch.rows.len() as u64)
+            }
+            Pool::Postgres(p) => {
+                // COPY into a temporary table, then one set-based upsert. DISTINCT ON keeps the
+                // last row per key (heap order of a fresh temp table is arrival order), since
+                // ON CONFLICT may not touch a row twice in one statement.
+                let mut tx = p.begin().await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "CREATE TEMP TABLE etl_merge ON COMMIT DROP AS SELECT {col_list} FROM {target} WITH NO DATA"
+                )))
+                .execute(&mut *tx)
+                .await?;
+                copy_rows(
+                    &mut tx,
+                    &format!("COPY etl_merge ({col_list}) FROM STDIN"),
+                    batch,
+                    &types,
+                )
+                .await?;
+                let keys = d.column_list(&self.keys);
+                let upsert = d.upsert_clause(&batch.columns, &self.keys);
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO {target} ({col_list}) SELECT DISTINCT ON ({keys}) {col_list} FROM etl_merge ORDER BY {keys}, ctid DESC{upsert}"
+                )))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(batch.rows.len() as u64)
+            }
+            Pool::Mysql(p) => {
+                let tail = if merge {
+                    d.upsert_clause(&batch.columns, &self.keys)
+                } else {
+                    String::new()
+                };
+                insert_rows(p, d, &target, batch, &types, &tail).await
+            }
+            Pool::Sqlite(p) => {
+                let tail = if merge {
+                    d.upsert_clause(&batch.columns, &self.keys)
+                } else {
+                    String::new()
+                };
+                insert_rows(p, d, &target, batch, &types, &tail).await
+            }
+        }
+    }
+
+    /// Swaps the staging table in for the destination in one step.
+    async fn swap(&mut self) -> Result<(), ConnectorError> {
+        let d = self.d();
+        let (stage, table) = (self.target.sql(d), self.table.sql(d));
+        let doing = || format!("replacing {} with the new rows", self.table);
+        let exists = columns_of(&self.db, &self.table)
+            .await
+            .map_err(|e| self.err(doing(), e))?
+            .is_some();
+        match &self.db.pool {
+            Pool::Mysql(_) => {
+                if exists {
+                    let old =
+                        self.table
+                            .sibling(self.table.scratch_name(d, "old", &self.target.name));
+                    let old = old.sql(d);
+                    // One RENAME TABLE is atomic: readers see the old or the new table.
+                    self.exec(
+                        format!("RENAME TABLE {table} TO {old}, {stage} TO {table}"),
+                        doing,
+                    )
+                    .await?;
+                    self.exec(format!("DROP TABLE {old}"), doing).await?;
+                } else {
+                    self.exec(format!("RENAME TABLE {stage} TO {table}"), doing)
+                        .await?;
+                }
+            }
+            Pool::Postgres(p) => {
+                // Sequences owned by the old table's serial columns would be dropped with it
+                // while the new table's defaults still use them: hand them over first.
+                let owned = self
+                    .db
+                    .text_rows(
+                        "SELECT quote_ident(sn.nspname) || '.' || quote_ident(s.relname), a.attname::text \
+                         FROM pg_depend dep JOIN pg_class s ON s.oid = dep.objid AND s.relkind = 'S' \
+                         JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+                         JOIN pg_attribute a ON a.attrelid = dep.refobjid AND a.attnum = dep.refobjsubid \
+                         WHERE dep.refobjid = to_regclass($1) AND dep.deptype = 'a' \
+                         AND dep.classid = 'pg_class'::regclass"
+                            .to_string(),
+                        &[Some(&table)],
+                    )
+                    .await
+                    .map_err(|e| self.err(doing(), e))?;
+                let cols = self.columns.clone().unwrap_or_default();
+                let mut tx = p.begin().await.map_err(|e| self.err(doing(), e))?;
+                for r in owned {
+                    let (Some(seq), Some(col)) = (r[0].clone(), r[1].clone()) else {
+                        continue;
+                    };
+                    if cols.iter().any(|c| c.name == col) {
+                        let sql =
+                            format!("ALTER SEQUENCE {seq} OWNED BY {stage}.{}", d.quote(&col));
+                        sqlx::query(AssertSqlSafe(sql))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| self.err(doing(), e))?;
+                    }
+                }
+                for sql in [
+                    format!("DROP TABLE IF EXISTS {table}"),
+                    format!(
+                        "ALTER TABLE {stage} RENAME TO {}",
+                        d.quote(&self.table.name)
+                    ),
+                ] {
+                    sqlx::query(AssertSqlSafe(sql))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.err(doing(), e))?;
+                }
+                tx.commit().await.map_err(|e| self.err(doing(), e))?;
+            }
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin().await.map_err(|e| self.err(doing(), e))?;
+                for sql in [
+                    format!("DROP TABLE IF EXISTS {table}"),
+                    format!(
+                        "ALTER TABLE {stage} RENAME TO {}",
+                        d.quote(&self.table.name)
+                    ),
+                ] {
+                    sqlx::query(AssertSqlSafe(sql))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.err(doing(), e))?;
+                }
+                tx.commit().await.map_err(|e| self.err(doing(), e))?;
+            }
+        }
+        self.staged = false;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for SqlSink {
+    async fn write(&mut self, mut batch: Batch) -> Result<u64, ConnectorError> {
+        self.ctx.check_canceled()?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        batch.normalize();
+        self.ensure_target(&batch).await?;
+        self.evolve(&batch).await?;
+        self.load(&batch)
+            .await
+            .map_err(|e| self.err(format!("writing {} rows to {}", batch.len(), self.table), e))
+    }
+
+    async fn finish(&mut self) -> Result<(), ConnectorError> {
+        if self.mode != WriteMode::Replace {
+            return Ok(());
+        }
+        if !self.staged {
+            match self.existing.clone() {
+                // No rows arrived: replacing with nothing empties the table.
+                Some(existing) => {
+                    self.staged = true;
+                    self.create_stage_like(&existing).await?;
+                    self.columns = Some(existing);
+                }
+                None => {
+                    self.ctx.info(&format!(
+                        "no rows arrived, so table {} was not created",
+                        self.table
+                    ));
+                    return Ok(());
+                }
+            }
+        }
+        self.swap().await
+    }
+
+    async fn abort(&mut self) -> Result<(), ConnectorError> {
+        if !self.staged {
+            return Ok(());
+        }
+        let sql = format!("DROP TABLE IF EXISTS {}", self.target.sql(self.d()));
+        self.exec(sql, || format!("dropping staging table {}", self.target))
+            .await?;
+        self.staged = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_delimiters() {
+        let mut buf = Vec::new();
+        copy_value(&mut buf, &Value::Text("a\tb\nc\\d\re".into()));
+        assert_eq!(buf, b"a\\tb\\nc\\\\d\\re");
+        buf.clear();
+        copy_value(&mut buf, &Value::Null);
+        copy_value(&mut buf, &Value::Float(f64::NEG_INFINITY));
+        copy_value(&mut buf, &Value::Bool(true));
+        assert_eq!(buf, b"\\N-Infinityt");
+    }
+
+    #[test]
+    fn coerces_to_destination_types() {
+        let v = Value::Text("true".into());
+        assert_eq!(
+            coerce(&v, Some(ColumnType::Boolean), Dialect::Mysql).into_owned(),
+            Value::Bool(true)
+        );
+        let ts = Value::Text("2024-01-02T10:00:00+02:00".into());
+        assert_eq!(
+            coerce(&ts, Some(ColumnType::Timestamp), Dialect::Mysql).into_owned(),
+            Value::Text("2024-01-02 08:00:00".into())
+        );
+        assert_eq!(
+            coerce(&ts, Some(ColumnType::Timestamp), Dialect::Postgres).into_owned(),
+            ts
+        );
+        let bad = Value::Text("abc".into());
+        assert_eq!(
+            coerce(&bad, Some(ColumnType::Integer), Dialect::Sqlite).into_owned(),
+            bad
+        );
+    }
+}
