@@ -22,16 +22,16 @@ pub enum StreamError<H> {
     Halted(H),
     /// The document is not valid JSON, or the path leads to a scalar.
     Json(serde_json::Error),
-    /// `records_path` names a key that is not there: `path[depth]` is the missing key, and
-    /// `keys` the keys found at that level (the first 20).
-    PathNotFound { depth: usize, keys: Vec<String> },
+    /// `records_path` names a key that is not there: `path[depth]` is the missing segment, and
+    /// `found` says what is at that level instead ("its keys are a, b").
+    PathNotFound { depth: usize, found: String },
 }
 
 struct State<'a, H> {
     emit: Emit<'a, H>,
     halted: Option<H>,
     found: bool,
-    missing: Option<(usize, Vec<String>)>,
+    missing: Option<(usize, String)>,
 }
 
 /// Reads one JSON document from `reader` and calls `emit` for every record: the elements of
@@ -61,8 +61,8 @@ pub fn stream_records<R: Read, H>(
     }
     result.map_err(StreamError::Json)?;
     if !state.found {
-        let (depth, keys) = state.missing.unwrap_or_default();
-        return Err(StreamError::PathNotFound { depth, keys });
+        let (depth, found) = state.missing.unwrap_or_default();
+        return Err(StreamError::PathNotFound { depth, found });
     }
     Ok(())
 }
@@ -95,13 +95,40 @@ impl<'de, H> Visitor<'de> for At<'_, '_, '_, H> {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.path.first() {
             None => f.write_str("an array of records or one record object"),
+            Some(key) if key.parse::<usize>().is_ok() => {
+                write!(f, "an object with the key '{key}' or an array")
+            }
             Some(key) => write!(f, "an object with the key '{key}'"),
         }
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        if !self.path.is_empty() {
-            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        if let Some(segment) = self.path.first() {
+            // A numeric segment indexes an array (`results.0.rows`).
+            let Ok(wanted) = segment.parse::<usize>() else {
+                return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+            };
+            let mut len = 0usize;
+            loop {
+                let more = if len == wanted {
+                    seq.next_element_seed(At {
+                        path: &self.path[1..],
+                        depth: self.depth + 1,
+                        state: &mut *self.state,
+                    })?
+                } else {
+                    seq.next_element::<IgnoredAny>()?.map(|_| ())
+                };
+                if more.is_none() {
+                    break;
+                }
+                len += 1;
+            }
+            if len <= wanted && self.state.missing.is_none() {
+                self.state.missing =
+                    Some((self.depth, format!("it is an array of {len} element(s)")));
+            }
+            return Ok(());
         }
         self.state.found = true;
         while let Some(FlatRecord(fields)) = seq.next_element::<FlatRecord>()? {
@@ -140,7 +167,12 @@ impl<'de, H> Visitor<'de> for At<'_, '_, '_, H> {
         }
         if !found_here && self.state.missing.is_none() {
             // Where the path broke and what was there instead, for the error message.
-            self.state.missing = Some((self.depth, seen));
+            let found = if seen.is_empty() {
+                "it has no other keys".to_string()
+            } else {
+                format!("its keys are {}", seen.join(", "))
+            };
+            self.state.missing = Some((self.depth, found));
         }
         Ok(())
     }

@@ -342,7 +342,8 @@ fn plan_source(
             p.trim()
                 .trim_start_matches("$.")
                 .split('.')
-                .filter(|s| !s.is_empty())
+                // `$` alone (JSONPath's root) means the document itself.
+                .filter(|s| !s.is_empty() && *s != "$")
                 .map(str::to_string)
                 .collect()
         })
@@ -432,13 +433,13 @@ fn plan_sink(dir: &Path, conn: &Props, request: &SinkRequest) -> Result<SinkPlan
         delimiter,
         header: opts.bool_or("header", true)?,
         pretty: opts.bool_or("pretty", false)?,
-        run_id: paths_run_id(&request.run_id),
+        run_id: temp_name_run_id(&request.run_id),
     })
 }
 
 /// The run id as used in temporary file names (never empty, never a path).
-fn paths_run_id(run_id: &str) -> String {
-    let cleaned = expand_placeholders("{run_id}", run_id, chrono::Utc::now()).unwrap_or_default();
+fn temp_name_run_id(run_id: &str) -> String {
+    let cleaned = paths::sanitize(run_id);
     if cleaned.is_empty() {
         format!("pid{}", std::process::id())
     } else {

@@ -321,7 +321,7 @@ pub fn expand_placeholders(
 }
 
 /// Keeps a run id usable inside a file name whatever the engine chose.
-fn sanitize(text: &str) -> String {
+pub fn sanitize(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {

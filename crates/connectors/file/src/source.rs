@@ -380,22 +380,17 @@ impl Reader {
             Err(StreamError::Json(e)) => {
                 Err(Halt::Failed(json_error(file, &self.records_path, &e)))
             }
-            Err(StreamError::PathNotFound { depth, keys }) => {
+            Err(StreamError::PathNotFound { depth, found }) => {
                 let path = &self.records_path;
                 let missing = path.get(depth).map_or("", String::as_str);
                 let parent = if depth == 0 {
-                    "the top-level object".to_string()
+                    "the top level".to_string()
                 } else {
                     format!("'{}'", path[..depth].join("."))
                 };
-                let there = if keys.is_empty() {
-                    "it has no other keys".to_string()
-                } else {
-                    format!("its keys are {}", keys.join(", "))
-                };
                 Err(Halt::Failed(ConnectorError::read(format!(
-                    "{}: source.records_path '{}' not found: {parent} has no key '{missing}' \
-                     ({there}); set source.records_path to the dot path of the records array",
+                    "{}: source.records_path '{}' not found: {parent} has no '{missing}' \
+                     ({found}); set source.records_path to the dot path of the records array",
                     file.rel,
                     path.join(".")
                 ))))

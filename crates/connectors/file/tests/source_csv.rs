@@ -147,6 +147,18 @@ async fn glob_reads_files_in_name_order_with_file_column() {
         vec!["5", "1", "2", "3", "4"],
         "2024/c.csv sorts before a.csv"
     );
+
+    fs::create_dir(dir.path().join("returns")).unwrap();
+    fs::write(dir.path().join("returns/r.csv"), "id\n6\n").unwrap();
+    let both = read_batches(&c, "{orders,returns}/?.csv", &[], 100)
+        .await
+        .unwrap();
+    let ids: Vec<_> = texts(&both)
+        .1
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["1", "2", "3", "4", "6"]);
 }
 
 #[tokio::test]

@@ -90,8 +90,22 @@ async fn records_path_errors_name_what_is_there() {
     assert_eq!(err.kind, ErrorKind::Read);
     assert_eq!(
         err.message,
-        "api.json: source.records_path 'data.items' not found: 'data' has no key 'items' \
+        "api.json: source.records_path 'data.items' not found: 'data' has no 'items' \
          (its keys are rows, total); set source.records_path to the dot path of the records array"
+    );
+    let err = read_batches(
+        &conn(dir.path()),
+        "api.json",
+        &[("records_path", "data.rows.2")],
+        10,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message
+            .contains("'data.rows' has no '2' (it is an array of 0 element(s))"),
+        "{}",
+        err.message
     );
     let err = read_batches(&conn(dir.path()), "api.json", &[("records_path", "ok")], 10)
         .await
@@ -271,4 +285,26 @@ async fn large_json_array_streams_in_batches() {
             expected += 1;
         }
     }
+}
+
+#[tokio::test]
+async fn numeric_segments_index_arrays() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("r.json"),
+        r#"{"results": [{"rows": [{"a": 1}]}, {"rows": [{"a": 2}, {"a": 3}]}]}"#,
+    )
+    .unwrap();
+    let batches = read_batches(
+        &conn(dir.path()),
+        "r.json",
+        &[("records_path", "results.1.rows")],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        batches[0].rows,
+        vec![vec![Value::Int(2)], vec![Value::Int(3)]]
+    );
 }
