@@ -71,11 +71,19 @@ async fn dispatch(host: &Host, caller: &Caller, st: &RawStatement) -> Answer {
     }
     let args = resolve_args(rest, &|f| spec.flags.contains(&f)).map_err(|e| syntax(e.0))?;
     let mut args = Args::new(args, spec);
-    let (data, text) = run_command(host, caller, spec, &mut args).await?;
-    match &st.filter {
-        None => Ok((data, text)),
-        Some(filter) => apply_where(spec, data, filter),
+    if let Some(filter) = &st.filter {
+        let expr = Expr::parse(filter)
+            .map_err(|e| EngineError::invalid(format!("where {filter}: {e}")))?;
+        args.filter = Some(expr);
     }
+    let answer = run_command(host, caller, spec, &mut args).await?;
+    if args.filter.is_some() {
+        return Err(EngineError::invalid(format!(
+            "'where' only applies to list commands, not '{}'",
+            spec.name
+        )));
+    }
+    Ok(answer)
 }
 
 fn syntax(msg: String) -> EngineError {
@@ -114,6 +122,8 @@ struct Args {
     named: Vec<(String, String)>,
     flags: Vec<String>,
     spec: &'static CommandSpec,
+    /// The statement's `where` filter; list commands take it, others leave it and are refused.
+    filter: Option<Expr>,
 }
 
 impl Args {
@@ -123,6 +133,7 @@ impl Args {
             named: Vec::new(),
             flags: Vec::new(),
             spec,
+            filter: None,
         };
         for arg in args {
             match arg {
@@ -239,7 +250,10 @@ async fn run_command(
         }
         ("list", "command") => {
             a.done()?;
-            let list = serde_json::to_value(COMMANDS).expect("catalogue serializes");
+            let items: Vec<Json> = COMMANDS
+                .iter()
+                .map(|c| serde_json::to_value(c).expect("catalogue serializes"))
+                .collect();
             let rows = COMMANDS
                 .iter()
                 .map(|c| {
@@ -254,10 +268,13 @@ async fn run_command(
                     ]
                 })
                 .collect::<Vec<_>>();
-            Ok((
-                list,
-                table(&["command", "changes state", "description"], &rows),
-            ))
+            listing(
+                a,
+                items,
+                rows,
+                &["command", "changes state", "description"],
+                "no commands",
+            )
         }
         ("whoami", _) => {
             a.done()?;
@@ -300,14 +317,13 @@ async fn run_command(
                     ]
                 })
                 .collect::<Vec<_>>();
-            Ok((
-                Json::Array(items),
-                empty_or(
-                    table(&["name", "type", "target", "description"], &rows),
-                    rows.is_empty(),
-                    "no connections yet; create one with 'create connection NAME type=TYPE ...'",
-                ),
-            ))
+            listing(
+                a,
+                items,
+                rows,
+                &["name", "type", "target", "description"],
+                "no connections yet; create one with 'create connection NAME type=TYPE ...'",
+            )
         }
         ("get", "connection") => {
             let name = a.required("the connection NAME")?;
@@ -446,15 +462,16 @@ async fn run_command(
                     ]
                 })
                 .collect::<Vec<_>>();
-            let empty = rows.is_empty();
-            Ok((
-                serde_json::to_value(&objects).expect("objects serialize"),
-                empty_or(
-                    table(&["name", "kind", "detail"], &rows),
-                    empty,
-                    &format!("connection '{name}' has no objects yet"),
-                ),
-            ))
+            listing(
+                a,
+                objects
+                    .iter()
+                    .map(|o| serde_json::to_value(o).expect("objects serialize"))
+                    .collect(),
+                rows,
+                &["name", "kind", "detail"],
+                &format!("connection '{name}' has no objects yet"),
+            )
         }
         ("preview", _) => {
             let name = a.required("the CONNECTION")?;
@@ -516,25 +533,20 @@ async fn run_command(
                         .unwrap_or_else(|| "never run".into()),
                 ]);
             }
-            let empty = rows.is_empty();
-            Ok((
-                Json::Array(items),
-                empty_or(
-                    table(
-                        &[
-                            "name",
-                            "source",
-                            "destination",
-                            "mode",
-                            "schedule",
-                            "last run",
-                        ],
-                        &rows,
-                    ),
-                    empty,
-                    "no flows yet; create one with 'create flow NAME source=... object=... destination=... target=...'",
-                ),
-            ))
+            listing(
+                a,
+                items,
+                rows,
+                &[
+                    "name",
+                    "source",
+                    "destination",
+                    "mode",
+                    "schedule",
+                    "last run",
+                ],
+                "no flows yet; create one with 'create flow NAME source=... object=... destination=... target=...'",
+            )
         }
         ("get", "flow") => {
             let name = a.required("the flow NAME")?;
@@ -736,21 +748,15 @@ async fn run_command(
                     ]
                 })
                 .collect::<Vec<_>>();
-            let empty = rows.is_empty();
-            Ok((
-                Json::Array(runs.iter().map(run_json).collect()),
-                empty_or(
-                    table(
-                        &[
-                            "run", "flow", "status", "trigger", "read", "written", "created",
-                            "error",
-                        ],
-                        &rows,
-                    ),
-                    empty,
-                    "no runs yet",
-                ),
-            ))
+            listing(
+                a,
+                runs.iter().map(run_json).collect(),
+                rows,
+                &[
+                    "run", "flow", "status", "trigger", "read", "written", "created", "error",
+                ],
+                "no runs yet",
+            )
         }
         ("get", "run") => {
             let id = a.required("the RUN_ID")?;
@@ -827,15 +833,13 @@ async fn run_command(
                     ]
                 })
                 .collect::<Vec<_>>();
-            let empty = rows.is_empty();
-            Ok((
-                Json::Array(list.iter().map(schedule_json).collect()),
-                empty_or(
-                    table(&["flow", "when", "enabled", "next run", "last run"], &rows),
-                    empty,
-                    "no schedules; add one with 'schedule flow NAME every=1h'",
-                ),
-            ))
+            listing(
+                a,
+                list.iter().map(schedule_json).collect(),
+                rows,
+                &["flow", "when", "enabled", "next run", "last run"],
+                "no schedules; add one with 'schedule flow NAME every=1h'",
+            )
         }
         ("enable", "schedule") | ("disable", "schedule") => {
             let name = a.required("the FLOW")?;
@@ -1175,66 +1179,41 @@ fn help(topic: &str) -> Answer {
     ))
 }
 
-/// Filters a list answer by a `where` expression over each item's (flattened) fields.
-fn apply_where(spec: &CommandSpec, data: Json, filter: &str) -> Answer {
-    let Json::Array(items) = data else {
-        return Err(EngineError::invalid(format!(
-            "'where' only applies to list commands, not '{}'",
-            spec.name
-        )));
-    };
-    let expr =
-        Expr::parse(filter).map_err(|e| EngineError::invalid(format!("where {filter}: {e}")))?;
-    let kept: Vec<Json> = items
-        .into_iter()
-        .filter(|item| {
-            let fields = flatten_json(item);
-            expr.matches(&|name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or(etl_model::Value::Null)
-            })
-        })
-        .collect();
-    let text = render_json_list(&kept);
-    Ok((Json::Array(kept), text))
-}
-
-fn render_json_list(items: &[Json]) -> String {
-    if items.is_empty() {
-        return "nothing matches".into();
-    }
-    let mut headers: Vec<String> = Vec::new();
-    for item in items {
-        for (k, _) in flatten_json(item) {
-            if !headers.contains(&k) && headers.len() < 8 {
-                headers.push(k);
-            }
-        }
-    }
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|item| {
-            let f = flatten_json(item);
-            headers
-                .iter()
-                .map(|h| {
-                    f.iter()
-                        .find(|(k, _)| k == h)
-                        .map(|(_, v)| v.as_text().map(|c| c.into_owned()).unwrap_or_default())
-                        .unwrap_or_default()
+/// A list answer: the statement's `where` filter (if any) keeps the matching items and their
+/// rows, then the rows are rendered as a table.
+fn listing(
+    a: &mut Args,
+    items: Vec<Json>,
+    rows: Vec<Vec<String>>,
+    headers: &[&str],
+    empty: &str,
+) -> Answer {
+    let (items, rows, filtered) = match a.filter.take() {
+        None => (items, rows, false),
+        Some(expr) => {
+            let (items, rows): (Vec<Json>, Vec<Vec<String>>) = items
+                .into_iter()
+                .zip(rows)
+                .filter(|(item, _)| {
+                    let fields = flatten_json(item);
+                    expr.matches(&|name: &str| {
+                        fields
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or(etl_model::Value::Null)
+                    })
                 })
-                .collect()
-        })
-        .collect();
-    let hs: Vec<&str> = headers.iter().map(String::as_str).collect();
-    table(&hs, &rows)
-}
-
-fn empty_or(text: String, empty: bool, message: &str) -> String {
-    if empty { message.to_string() } else { text }
+                .unzip();
+            (items, rows, true)
+        }
+    };
+    let text = match (rows.is_empty(), filtered) {
+        (true, true) => "nothing matches the where clause".to_string(),
+        (true, false) => empty.to_string(),
+        _ => table(headers, &rows),
+    };
+    Ok((Json::Array(items), text))
 }
 
 fn rw(r: bool, w: bool) -> String {
