@@ -6,7 +6,8 @@ use std::process::{Command, Output, Stdio};
 
 fn bin(data: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_etlworks-agent"));
-    c.env("ETLWORKS_AGENT_DATA_DIR", data).env_remove("ETLWORKS_AGENT_SECRET_KEY");
+    c.env("ETLWORKS_AGENT_DATA_DIR", data)
+        .env_remove("ETLWORKS_AGENT_SECRET_KEY");
     c
 }
 
@@ -24,17 +25,27 @@ fn readable_output_and_exit_codes() {
     let out = run(dir.path(), &["host", "list connections"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("warehouse") && stdout.contains("sqlite"), "{stdout}");
+    assert!(
+        stdout.contains("warehouse") && stdout.contains("sqlite"),
+        "{stdout}"
+    );
     assert!(dir.path().join("warehouse.db").exists() || stdout.contains("warehouse.db"));
 
     let out = run(dir.path(), &["host", "get connection crm"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr).trim(), "error: unknown connection 'crm'; try 'list connections'");
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: unknown connection 'crm'; try 'list connections'"
+    );
     assert!(out.stdout.is_empty());
 
     let out = run(dir.path(), &["host", "frobnicate everything"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("unknown command 'frobnicate"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown command 'frobnicate"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -43,15 +54,24 @@ fn json_output_has_the_documented_shape() {
     let out = run(dir.path(), &["host", "--json", "whoami"]);
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v, serde_json::json!({"ok": true, "data": {"tenant": "default", "user": "local", "role": "admin"}}));
+    assert_eq!(
+        v,
+        serde_json::json!({"ok": true, "data": {"tenant": "default", "user": "local", "role": "admin"}})
+    );
 
-    let out = run(dir.path(), &["host", "--json", "version; run flow nope; whoami"]);
+    let out = run(
+        dir.path(),
+        &["host", "--json", "version; run flow nope; whoami"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), 2, "a failing statement stops the script: {v}");
     assert_eq!(arr[0]["ok"], true);
-    assert_eq!(arr[1], serde_json::json!({"ok": false, "error": {"code": "not_found", "message": "unknown flow 'nope'; try 'list flows'"}}));
+    assert_eq!(
+        arr[1],
+        serde_json::json!({"ok": false, "error": {"code": "not_found", "message": "unknown flow 'nope'; try 'list flows'"}})
+    );
 }
 
 #[test]
@@ -94,7 +114,14 @@ fn a_one_shot_host_process_finishes_the_runs_it_started() {
     let out = run(dir.path(), &["host", &script]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // Without --wait the process still lets the run finish before exiting.
-    let out = run(dir.path(), &["host", "--json", "query warehouse sql='select count(*) as n from big'"]);
+    let out = run(
+        dir.path(),
+        &[
+            "host",
+            "--json",
+            "query warehouse sql='select count(*) as n from big'",
+        ],
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["data"]["rows"][0]["n"], 20_000, "{v}");
 }
@@ -102,8 +129,15 @@ fn a_one_shot_host_process_finishes_the_runs_it_started() {
 #[test]
 fn a_bad_secret_key_is_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin(dir.path()).env("ETLWORKS_AGENT_SECRET_KEY", "not-base64!").args(["host", "whoami"]).output().unwrap();
+    let out = bin(dir.path())
+        .env("ETLWORKS_AGENT_SECRET_KEY", "not-base64!")
+        .args(["host", "whoami"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("ETLWORKS_AGENT_SECRET_KEY") && err.contains("base64"), "{err}");
+    assert!(
+        err.contains("ETLWORKS_AGENT_SECRET_KEY") && err.contains("base64"),
+        "{err}"
+    );
 }
