@@ -133,7 +133,7 @@ async fn random_statements_never_panic() {
         // Mostly real commands with random arguments, sometimes pure noise.
         let len = (rng.next() % 4) as usize;
         let mut parts: Vec<&str> = Vec::with_capacity(len + 1);
-        if rng.next() % 5 != 0 {
+        if !rng.next().is_multiple_of(5) {
             let names: Vec<&str> = etl_engine::host::catalogue::COMMANDS
                 .iter()
                 .map(|c| c.name)
