@@ -392,3 +392,69 @@ async fn scheduler_fires_and_resumes_after_restart() {
         "next firing moves an hour ahead: {next}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_scheduled_runs_are_retried_with_delay() {
+    let env = TestEnv::new().await;
+    let inbox = env.path("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // No file matches, so every attempt fails.
+    env.ok(&format!(
+        "create connection inbox type=file directory='{}';
+         create flow r source=inbox object=missing.csv destination=warehouse target=r;
+         schedule flow r every=1h retries=2 retry_delay=1s",
+        inbox.display()
+    ))
+    .await;
+    let flow = env.engine.flow("default", "r").await.unwrap();
+    let mut s = env
+        .engine
+        .schedule_of("default", &flow)
+        .await
+        .unwrap()
+        .unwrap();
+    s.next_run_at = Some(chrono::Utc::now());
+    env.engine.store().upsert_schedule(&s).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sched = tokio::spawn({
+        let engine = env.engine.clone();
+        let stop = stop.clone();
+        async move { engine.run_scheduler(stop).await }
+    });
+    let mut runs = serde_json::Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        runs = env.ok("list runs flow=r where status = 'error'").await;
+        if runs.as_array().unwrap().len() >= 3 {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let all = env.ok("list runs flow=r").await;
+    stop.cancel();
+    sched.await.unwrap();
+    let attempts: Vec<i64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![3, 2, 1],
+        "one run and two retries, newest first: {runs}"
+    );
+    let first =
+        chrono::DateTime::parse_from_rfc3339(all[2]["finished_at"].as_str().unwrap()).unwrap();
+    let second =
+        chrono::DateTime::parse_from_rfc3339(all[1]["created_at"].as_str().unwrap()).unwrap();
+    assert!(
+        second - first >= chrono::Duration::milliseconds(950),
+        "the retry waits retry_delay"
+    );
+    assert!(
+        all[0]["error"].as_str().unwrap().contains("missing.csv"),
+        "{}",
+        all[0]["error"]
+    );
+}
