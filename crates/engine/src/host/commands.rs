@@ -1243,7 +1243,12 @@ fn batch_answer(batch: &etl_model::Batch) -> (Json, String) {
     let text = if batch.columns.is_empty() {
         "no rows".to_string()
     } else {
-        format!("{}\n({} rows)", table(&headers, &rows), batch.rows.len())
+        format!(
+            "{}\n({} row{})",
+            table(&headers, &rows),
+            batch.rows.len(),
+            if batch.rows.len() == 1 { "" } else { "s" }
+        )
     };
     (
         json!({"columns": batch.columns, "rows": batch.to_json_rows(), "count": batch.rows.len()}),
