@@ -14,7 +14,7 @@ pub mod expr;
 pub mod host;
 pub mod mapping;
 pub mod registry;
-mod runtime;
+pub mod runtime;
 pub mod scheduler;
 pub mod secrets;
 pub mod service;

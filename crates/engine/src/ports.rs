@@ -59,15 +59,38 @@ pub trait Store: Send + Sync {
     /// The earliest `next_run_at` of any enabled schedule, to know how long to sleep.
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>>;
 
-    // Runs.
+    // Runs. Unfinished runs carry a heartbeat (set on insert, update and `heartbeat_run`), so
+    // processes sharing the store can tell a live run from one whose process died.
     async fn insert_run(&self, run: &Run) -> StoreResult<()>;
+    /// Inserts the run unless another `queued`/`running` run of the same flow has a heartbeat
+    /// after `live_after`; then nothing is inserted and that live run is answered. Atomic, so
+    /// two processes cannot both start the same flow.
+    async fn insert_run_exclusive(
+        &self,
+        run: &Run,
+        live_after: Timestamp,
+    ) -> StoreResult<Option<Run>>;
+    /// Also refreshes the run's heartbeat.
     async fn update_run(&self, run: &Run) -> StoreResult<()>;
+    /// Refreshes the heartbeat of a run in progress; answers whether someone asked it to stop.
+    async fn heartbeat_run(&self, tenant: &str, run_id: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Asks whichever process runs it to stop the run; answers false when it is not unfinished.
+    async fn request_run_cancel(&self, tenant: &str, run_id: &str) -> StoreResult<bool>;
+    /// The flow's `queued`/`running` run whose heartbeat is after `live_after`, if any.
+    async fn live_run_of_flow(
+        &self,
+        tenant: &str,
+        flow_id: &str,
+        live_after: Timestamp,
+    ) -> StoreResult<Option<Run>>;
     async fn get_run(&self, tenant: &str, run_id: &str) -> StoreResult<Option<Run>>;
     /// Newest first.
     async fn list_runs(&self, tenant: &str, query: &RunQuery) -> StoreResult<Vec<Run>>;
-    /// Marks runs left `queued`/`running` by a process that died as `error` with `reason`;
-    /// answers how many. Called once at start-up.
-    async fn fail_unfinished_runs(&self, reason: &str) -> StoreResult<u64>;
+    /// Marks `queued`/`running` runs whose heartbeat is older than `stale_before` (their
+    /// process died) as `error` with `reason`; answers how many. Every tenant: start-up and
+    /// scheduler housekeeping.
+    async fn fail_unfinished_runs(&self, reason: &str, stale_before: Timestamp)
+    -> StoreResult<u64>;
 
     // Run logs.
     async fn append_logs(&self, tenant: &str, lines: &[LogLine]) -> StoreResult<()>;

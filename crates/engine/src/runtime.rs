@@ -20,6 +20,16 @@ use crate::error::{EngineError, EngineResult};
 use crate::mapping::CompiledMapping;
 use crate::service::{Engine, new_id};
 
+/// How often a run in progress proves it is alive (and checks whether it was asked to stop).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+/// A run whose heartbeat is older than this belongs to a process that died.
+pub const LIVE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The heartbeat bound: runs that beat after this instant are alive.
+pub(crate) fn live_after() -> Timestamp {
+    Utc::now() - chrono::Duration::from_std(LIVE_WINDOW).expect("small duration")
+}
+
 pub(crate) struct Runtime {
     permits: Arc<Semaphore>,
     active: Mutex<HashMap<String, Active>>,
@@ -135,14 +145,32 @@ impl Engine {
                 },
             );
         }
-        if let Err(e) = self.inner.store.insert_run(&run).await {
+        // Other processes sharing the store (a server, the scheduler, the CLI) may run it too.
+        let refused = match self
+            .inner
+            .store
+            .insert_run_exclusive(&run, live_after())
+            .await
+        {
+            Ok(None) => None,
+            Ok(Some(live)) => Some(EngineError::busy(format!(
+                "flow '{}' is already running in another process (run {}, {}); wait for it with 'status flow {}' or stop it with 'stop flow {}'",
+                flow.name,
+                live.id,
+                live.status.as_str(),
+                flow.name,
+                flow.name
+            ))),
+            Err(e) => Some(e.into()),
+        };
+        if let Some(e) = refused {
             self.inner
                 .runtime
                 .active
                 .lock()
                 .expect("runtime lock")
                 .remove(&flow.id);
-            return Err(e.into());
+            return Err(e);
         }
         let engine = self.clone();
         let queued = run.clone();
@@ -182,14 +210,51 @@ impl Engine {
         self.get_run(tenant, run_id).await
     }
 
-    /// Stops the flow's run in progress; answers its id, or `None` when nothing was running.
-    pub async fn stop_flow(&self, tenant: &str, flow: &str) -> EngineResult<Option<String>> {
+    /// Stops the flow's run in progress; answers its id and whether it runs in this process
+    /// (stopped now) or another (asked to stop: it notices within [`HEARTBEAT_EVERY`]), or
+    /// `None` when nothing is running.
+    pub async fn stop_flow(
+        &self,
+        tenant: &str,
+        flow: &str,
+    ) -> EngineResult<Option<(String, bool)>> {
         let flow = self.flow(tenant, flow).await?;
-        let active = self.inner.runtime.active.lock().expect("runtime lock");
-        Ok(active.get(&flow.id).map(|a| {
-            a.cancel.cancel();
-            a.run_id.clone()
-        }))
+        let local = {
+            let active = self.inner.runtime.active.lock().expect("runtime lock");
+            active.get(&flow.id).map(|a| {
+                a.cancel.cancel();
+                a.run_id.clone()
+            })
+        };
+        if let Some(id) = local {
+            return Ok(Some((id, true)));
+        }
+        match self
+            .inner
+            .store
+            .live_run_of_flow(tenant, &flow.id, live_after())
+            .await?
+        {
+            Some(run) if self.inner.store.request_run_cancel(tenant, &run.id).await? => {
+                Ok(Some((run.id, false)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The flow's run in progress in any process sharing the store, if any.
+    pub async fn live_run(&self, tenant: &str, flow: &Flow) -> EngineResult<Option<Run>> {
+        if self.running_run_of(&flow.id).is_some() {
+            return Ok(self
+                .last_run(tenant, flow)
+                .await?
+                .filter(|r| !r.status.is_finished()));
+        }
+        Ok(self
+            .inner
+            .store
+            .live_run_of_flow(tenant, &flow.id, live_after())
+            .await?)
     }
 
     pub fn running_run_of(&self, flow_id: &str) -> Option<String> {
@@ -255,6 +320,27 @@ impl Engine {
             cancel: cancel.clone(),
             logger: log.clone(),
         };
+        let heartbeat = tokio::spawn({
+            let store = self.inner.store.clone();
+            let (tenant, id, cancel) = (run.tenant.clone(), run.id.clone(), cancel.clone());
+            async move {
+                let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match store.heartbeat_run(&tenant, &id, Utc::now()).await {
+                        Ok(true) => {
+                            tracing::info!(run = %id, "stop requested from another process");
+                            cancel.cancel();
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(run = %id, error = %e, "could not record the run's heartbeat")
+                        }
+                    }
+                }
+            }
+        });
         let permit = tokio::select! {
             p = self.inner.runtime.permits.clone().acquire_owned() => p.ok(),
             _ = cancel.cancelled() => None,
@@ -297,6 +383,7 @@ impl Engine {
                 run.error = Some(e.message);
             }
         }
+        heartbeat.abort();
         self.save_progress(&run, &log).await;
         run
     }

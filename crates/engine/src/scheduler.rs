@@ -186,6 +186,15 @@ impl Engine {
 
     /// Fires every due schedule once and moves its next firing forward.
     async fn fire_due(&self, shutdown: &CancellationToken) -> EngineResult<()> {
+        // Housekeeping: runs of processes that died would otherwise look alive forever.
+        let stale = self
+            .inner
+            .store
+            .fail_unfinished_runs(crate::service::STALE_RUN, crate::runtime::live_after())
+            .await?;
+        if stale > 0 {
+            tracing::warn!(runs = stale, "marked runs of stopped processes as failed");
+        }
         let now = Utc::now();
         for mut s in self.inner.store.due_schedules(now).await? {
             s.next_run_at = Some(next_fire(&s.trigger, now)?);

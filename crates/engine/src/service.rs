@@ -35,6 +35,10 @@ impl EngineConfig {
     }
 }
 
+/// Why a run whose process died is marked failed.
+pub(crate) const STALE_RUN: &str =
+    "the process running this run stopped (no heartbeat for a minute); run the flow again";
+
 /// The name of the connection that exists from the first start.
 pub const WAREHOUSE: &str = "warehouse";
 
@@ -98,9 +102,7 @@ impl Engine {
         let n = self
             .inner
             .store
-            .fail_unfinished_runs(
-                "the server stopped while this run was in progress; run the flow again",
-            )
+            .fail_unfinished_runs(STALE_RUN, crate::runtime::live_after())
             .await?;
         if n > 0 {
             tracing::warn!(

@@ -1,6 +1,8 @@
 //! The binary as a user runs it: exit codes, readable and JSON output, scripts from stdin,
 //! the data directory from the environment.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -140,4 +142,48 @@ fn a_bad_secret_key_is_explained() {
         err.contains("ETLWORKS_AGENT_SECRET_KEY") && err.contains("base64"),
         "{err}"
     );
+}
+
+/// Two processes on one data directory (say the scheduler and a person at the CLI): the second
+/// sees the first's run as running, cannot start it again, and can ask it to stop; starting the
+/// second process does not mark the first one's run as failed.
+#[test]
+fn processes_sharing_a_data_directory_coordinate_runs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(common::Api::start((1..=2000).map(|i| common::order(i, "2026-01-01")).collect(), None));
+    api.state.delay_ms.store(200, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let setup = format!(
+        "create connection shop type=http url={};
+         create flow slow source=shop object=/orders source.records_path=data source.pagination=page source.page_size=10
+                destination=warehouse target=slow mode=replace batch_size=10",
+        api.url()
+    );
+    let out = run(dir.path(), &["host", &setup]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let first = bin(dir.path()).args(["host", "run flow slow"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+
+    let out = run(dir.path(), &["host", "--json", "status flow slow"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["running"], true, "{v}");
+
+    let out = run(dir.path(), &["host", "run flow slow"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("already running in another process"), "{}", text(&out.stderr));
+
+    let out = run(dir.path(), &["host", "--json", "stop flow slow"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["in_this_process"], false, "{v}");
+
+    // The first process notices within a heartbeat and exits with its run canceled.
+    let done = first.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
+    let out = run(dir.path(), &["host", "--json", "list runs flow=slow"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = v["data"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "the refused start left no run behind: {v}");
+    assert_eq!(runs[0]["status"], "canceled", "{v}");
+    drop(api);
 }

@@ -112,12 +112,34 @@ macro_rules! run_cols {
 
 pub const INSERT_RUN: &str = "INSERT INTO runs (tenant, id, flow_id, flow_name, run_trigger, \
      status, attempt, rows_read, rows_written, batches, error, created_at, started_at, \
-     finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+     finished_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+     $14, $12)";
+
+/// One statement, so the check and the insert cannot interleave with another process's.
+/// `$15` is the liveness bound.
+pub const INSERT_RUN_EXCLUSIVE: &str = "INSERT INTO runs (tenant, id, flow_id, flow_name, \
+     run_trigger, status, attempt, rows_read, rows_written, batches, error, created_at, \
+     started_at, finished_at, heartbeat_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+     $12, $13, $14, $12 WHERE NOT EXISTS (SELECT 1 FROM runs WHERE tenant = $1 AND flow_id = $3 \
+     AND status IN ('queued', 'running') AND heartbeat_at > $15)";
+
+pub const LIVE_RUN_OF_FLOW: &str = concat!(
+    "SELECT ",
+    run_cols!(),
+    " FROM runs WHERE tenant = $1 AND flow_id = $2 AND status IN ('queued', 'running') \
+     AND heartbeat_at > $3 ORDER BY created_at DESC, id DESC LIMIT 1",
+);
+
+pub const HEARTBEAT_RUN: &str = "UPDATE runs SET heartbeat_at = $3 WHERE tenant = $1 AND id = $2 \
+     RETURNING cancel_requested";
+
+pub const REQUEST_RUN_CANCEL: &str = "UPDATE runs SET cancel_requested = 1 WHERE tenant = $1 \
+     AND id = $2 AND status IN ('queued', 'running')";
 
 /// A run's flow and creation time are fixed; everything that progresses is updated.
 pub const UPDATE_RUN: &str = "UPDATE runs SET flow_name = $3, run_trigger = $4, status = $5, \
      attempt = $6, rows_read = $7, rows_written = $8, batches = $9, error = $10, \
-     started_at = $11, finished_at = $12 WHERE tenant = $1 AND id = $2";
+     started_at = $11, finished_at = $12, heartbeat_at = $13 WHERE tenant = $1 AND id = $2";
 
 pub const GET_RUN: &str = concat!(
     "SELECT ",
@@ -156,7 +178,8 @@ pub const LIST_RUNS_BY_FLOW_AND_STATUS: &str = concat!(
 
 /// Cross-tenant on purpose: start-up recovery after a crash.
 pub const FAIL_UNFINISHED_RUNS: &str = "UPDATE runs SET status = 'error', error = $1, \
-     finished_at = $2 WHERE status IN ('queued', 'running')";
+     finished_at = $2 WHERE status IN ('queued', 'running') \
+     AND (heartbeat_at IS NULL OR heartbeat_at < $3)";
 
 // ---- run logs -------------------------------------------------------------------------------
 

@@ -40,11 +40,18 @@ const MIGRATIONS_TABLE: &str = "schema_migrations";
 
 /// The schema, embedded at compile time and applied in version order at open. Append new files;
 /// never edit one that has shipped (its checksum is recorded and checked at every open).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "run liveness",
+        include_str!("../migrations/sqlite/0002_run_liveness.sql"),
+    ),
+];
 
 /// The SQLite implementation of [`Store`]. Cheap to clone (the pools are shared handles).
 #[derive(Clone, Debug)]
@@ -240,6 +247,50 @@ fn not_found(what: &str, tenant: &str, action: &str) -> StoreError {
         "{what} does not exist in tenant '{tenant}', so it cannot be {action}; it may have been \
          deleted meanwhile: read it again before changing it"
     ))
+}
+
+impl SqliteStore {
+    /// Inserts a new run with `statement` (plain or exclusive); answers whether a row was
+    /// written (the exclusive form writes none when a live run of the flow exists).
+    async fn write_new_run(
+        &self,
+        statement: &'static str,
+        run: &Run,
+        live_after: Option<Timestamp>,
+    ) -> StoreResult<bool> {
+        let what = format!("run '{}'", run.id);
+        let mut query = sqlx::query(statement)
+            .bind(&run.tenant)
+            .bind(&run.id)
+            .bind(&run.flow_id)
+            .bind(&run.flow_name)
+            .bind(run.trigger.as_str())
+            .bind(run.status.as_str())
+            .bind(i64::from(run.attempt))
+            .bind(codec::int(&what, "rows_read", run.rows_read)?)
+            .bind(codec::int(&what, "rows_written", run.rows_written)?)
+            .bind(codec::int(&what, "batches", run.batches)?)
+            .bind(&run.error)
+            .bind(codec::ts(run.created_at))
+            .bind(codec::opt_ts(run.started_at))
+            .bind(codec::opt_ts(run.finished_at));
+        if let Some(live_after) = live_after {
+            query = query.bind(codec::ts(live_after));
+        }
+        let done = query
+            .execute(&self.writer)
+            .await
+            .map_err(|e| match kind(&e) {
+                Some(ErrorKind::ForeignKeyViolation) => {
+                    missing_flow(&what, &run.flow_id, &run.tenant)
+                }
+                Some(ErrorKind::UniqueViolation) => {
+                    StoreError::Conflict(format!("a run with id '{}' already exists", run.id))
+                }
+                _ => failed(format!("saving {what}"), e),
+            })?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 #[async_trait]
@@ -500,34 +551,79 @@ impl Store for SqliteStore {
     // ---- runs -------------------------------------------------------------------------------
 
     async fn insert_run(&self, run: &Run) -> StoreResult<()> {
-        let what = format!("run '{}'", run.id);
-        sqlx::query(sql::INSERT_RUN)
-            .bind(&run.tenant)
-            .bind(&run.id)
-            .bind(&run.flow_id)
-            .bind(&run.flow_name)
-            .bind(run.trigger.as_str())
-            .bind(run.status.as_str())
-            .bind(i64::from(run.attempt))
-            .bind(codec::int(&what, "rows_read", run.rows_read)?)
-            .bind(codec::int(&what, "rows_written", run.rows_written)?)
-            .bind(codec::int(&what, "batches", run.batches)?)
-            .bind(&run.error)
-            .bind(codec::ts(run.created_at))
-            .bind(codec::opt_ts(run.started_at))
-            .bind(codec::opt_ts(run.finished_at))
+        self.write_new_run(sql::INSERT_RUN, run, None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn insert_run_exclusive(
+        &self,
+        run: &Run,
+        live_after: Timestamp,
+    ) -> StoreResult<Option<Run>> {
+        // Between a refused insert and the look-up the live run may finish: try again then.
+        for _ in 0..3 {
+            if self
+                .write_new_run(sql::INSERT_RUN_EXCLUSIVE, run, Some(live_after))
+                .await?
+            {
+                return Ok(None);
+            }
+            if let Some(live) = self
+                .live_run_of_flow(&run.tenant, &run.flow_id, live_after)
+                .await?
+            {
+                return Ok(Some(live));
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "could not record run '{}': runs of flow '{}' kept starting and finishing at the same \
+             moment; try again",
+            run.id, run.flow_name
+        )))
+    }
+
+    async fn heartbeat_run(&self, tenant: &str, run_id: &str, at: Timestamp) -> StoreResult<bool> {
+        let row = sqlx::query(sql::HEARTBEAT_RUN)
+            .bind(tenant)
+            .bind(run_id)
+            .bind(codec::ts(at))
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(|e| failed(format!("recording the heartbeat of run '{run_id}'"), e))?;
+        match row {
+            Some(row) => Ok(row
+                .try_get::<i64, _>("cancel_requested")
+                .map_err(|e| failed(format!("reading run '{run_id}'"), e))?
+                != 0),
+            None => Err(not_found(&format!("run '{run_id}'"), tenant, "updated")),
+        }
+    }
+
+    async fn request_run_cancel(&self, tenant: &str, run_id: &str) -> StoreResult<bool> {
+        let done = sqlx::query(sql::REQUEST_RUN_CANCEL)
+            .bind(tenant)
+            .bind(run_id)
             .execute(&self.writer)
             .await
-            .map_err(|e| match kind(&e) {
-                Some(ErrorKind::ForeignKeyViolation) => {
-                    missing_flow(&what, &run.flow_id, &run.tenant)
-                }
-                Some(ErrorKind::UniqueViolation) => {
-                    StoreError::Conflict(format!("a run with id '{}' already exists", run.id))
-                }
-                _ => failed(format!("saving {what}"), e),
-            })?;
-        Ok(())
+            .map_err(|e| failed(format!("asking run '{run_id}' to stop"), e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn live_run_of_flow(
+        &self,
+        tenant: &str,
+        flow_id: &str,
+        live_after: Timestamp,
+    ) -> StoreResult<Option<Run>> {
+        let row = sqlx::query(sql::LIVE_RUN_OF_FLOW)
+            .bind(tenant)
+            .bind(flow_id)
+            .bind(codec::ts(live_after))
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(|e| failed(format!("looking for a live run of flow '{flow_id}'"), e))?;
+        row.as_ref().map(codec::run).transpose()
     }
 
     async fn update_run(&self, run: &Run) -> StoreResult<()> {
@@ -545,6 +641,7 @@ impl Store for SqliteStore {
             .bind(&run.error)
             .bind(codec::opt_ts(run.started_at))
             .bind(codec::opt_ts(run.finished_at))
+            .bind(codec::ts(Utc::now()))
             .execute(&self.writer)
             .await
             .map_err(|e| failed(format!("updating {what}"), e))?;
@@ -588,10 +685,15 @@ impl Store for SqliteStore {
         rows.iter().map(codec::run).collect()
     }
 
-    async fn fail_unfinished_runs(&self, reason: &str) -> StoreResult<u64> {
+    async fn fail_unfinished_runs(
+        &self,
+        reason: &str,
+        stale_before: Timestamp,
+    ) -> StoreResult<u64> {
         let done = sqlx::query(sql::FAIL_UNFINISHED_RUNS)
             .bind(reason)
             .bind(codec::ts(Utc::now()))
+            .bind(codec::ts(stale_before))
             .execute(&self.writer)
             .await
             .map_err(|e| failed("marking unfinished runs as failed", e))?;

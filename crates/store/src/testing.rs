@@ -31,6 +31,7 @@ pub async fn conformance(store: &dyn Store) {
     flows(store).await;
     schedules(store).await;
     runs(store).await;
+    run_liveness(store).await;
     run_logs(store).await;
     watermarks(store).await;
     delete_flow_cascades(store).await;
@@ -595,7 +596,7 @@ async fn runs(store: &dyn Store) {
     let before = Utc::now() - Duration::seconds(1);
     assert_eq!(
         store
-            .fail_unfinished_runs("the server restarted")
+            .fail_unfinished_runs("the server restarted", Utc::now() + Duration::seconds(5))
             .await
             .unwrap(),
         2
@@ -619,7 +620,13 @@ async fn runs(store: &dyn Store) {
         "finished runs untouched"
     );
     assert_eq!(store.get_run(t, "run-2").await.unwrap(), Some(r2_done));
-    assert_eq!(store.fail_unfinished_runs("again").await.unwrap(), 0);
+    assert_eq!(
+        store
+            .fail_unfinished_runs("again", Utc::now() + Duration::seconds(5))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 // ---- run logs -------------------------------------------------------------------------------
@@ -868,7 +875,10 @@ async fn tenant_isolation(store: &dyn Store) {
     assert!(!store.delete_schedule(b, &f.id).await.unwrap());
     assert!(!store.delete_flow(b, &f.id).await.unwrap());
     assert_eq!(
-        store.fail_unfinished_runs("isolation check").await.unwrap(),
+        store
+            .fail_unfinished_runs("isolation check", Utc::now() + Duration::seconds(5))
+            .await
+            .unwrap(),
         1
     );
     r.status = RunStatus::Error;
@@ -987,4 +997,109 @@ async fn concurrent_writers(store: &dyn Store) {
     }
     let last = store.get_watermark(t, &f.id).await.unwrap();
     assert_eq!(last.as_deref(), Some(format!("{}", ROUNDS - 1).as_str()));
+}
+
+/// Heartbeats, exclusive starts and stop requests: how processes sharing a store coordinate runs.
+async fn run_liveness(store: &dyn Store) {
+    let t = "tenant-live";
+    let f = flow(t, "live");
+    let other = flow(t, "other");
+    store.insert_flow(&f).await.unwrap();
+    store.insert_flow(&other).await.unwrap();
+    let now = Utc::now();
+    let window = now - Duration::seconds(60);
+
+    let a = run(&f, "live-a", now, RunStatus::Queued);
+    assert_eq!(
+        store.insert_run_exclusive(&a, window).await.unwrap(),
+        None,
+        "the first run starts"
+    );
+    let b = run(&f, "live-b", now, RunStatus::Queued);
+    let refused = store.insert_run_exclusive(&b, window).await.unwrap();
+    assert_eq!(
+        refused.map(|r| r.id),
+        Some("live-a".to_string()),
+        "a live run blocks a second one"
+    );
+    assert_eq!(
+        store.get_run(t, "live-b").await.unwrap(),
+        None,
+        "nothing was inserted"
+    );
+    let c = run(&other, "live-c", now, RunStatus::Queued);
+    assert_eq!(
+        store.insert_run_exclusive(&c, window).await.unwrap(),
+        None,
+        "other flows are independent"
+    );
+
+    assert_eq!(
+        store
+            .live_run_of_flow(t, &f.id, window)
+            .await
+            .unwrap()
+            .map(|r| r.id),
+        Some("live-a".into())
+    );
+    assert_eq!(
+        store
+            .live_run_of_flow("tenant-else", &f.id, window)
+            .await
+            .unwrap(),
+        None,
+        "tenant-scoped"
+    );
+    assert!(
+        !store.heartbeat_run(t, "live-a", Utc::now()).await.unwrap(),
+        "no stop requested yet"
+    );
+    assert!(store.request_run_cancel(t, "live-a").await.unwrap());
+    assert!(
+        store.heartbeat_run(t, "live-a", Utc::now()).await.unwrap(),
+        "the heartbeat reports the stop request"
+    );
+    assert!(
+        store
+            .heartbeat_run("tenant-else", "live-a", Utc::now())
+            .await
+            .is_err(),
+        "tenant-scoped"
+    );
+
+    // Live runs are not failed by a process that starts next to them.
+    assert_eq!(store.fail_unfinished_runs("died", window).await.unwrap(), 0);
+
+    // A run whose heartbeat is older than the window is dead: it neither blocks nor survives.
+    let later = Utc::now() + Duration::seconds(120);
+    let d = run(&f, "live-d", now, RunStatus::Queued);
+    assert_eq!(
+        store.insert_run_exclusive(&d, later).await.unwrap(),
+        None,
+        "stale runs do not block"
+    );
+    assert_eq!(store.fail_unfinished_runs("died", later).await.unwrap(), 3);
+    let dead = store.get_run(t, "live-a").await.unwrap().unwrap();
+    assert_eq!(dead.status, RunStatus::Error);
+    assert_eq!(dead.error.as_deref(), Some("died"));
+    assert!(
+        !store.request_run_cancel(t, "live-a").await.unwrap(),
+        "finished runs cannot be asked to stop"
+    );
+    assert_eq!(
+        store.live_run_of_flow(t, &f.id, window).await.unwrap(),
+        None
+    );
+
+    // A finished run does not block.
+    let e = run(&f, "live-e", Utc::now(), RunStatus::Queued);
+    assert_eq!(store.insert_run_exclusive(&e, window).await.unwrap(), None);
+    let mut done = e.clone();
+    done.status = RunStatus::Success;
+    store.update_run(&done).await.unwrap();
+    let g = run(&f, "live-g", Utc::now(), RunStatus::Queued);
+    assert_eq!(store.insert_run_exclusive(&g, window).await.unwrap(), None);
+    let mut done = g.clone();
+    done.status = RunStatus::Canceled;
+    store.update_run(&done).await.unwrap();
 }

@@ -55,7 +55,7 @@ async fn open_creates_parent_directories_and_uses_wal() {
         .unwrap();
     assert_eq!(
         versions,
-        [1],
+        [1, 2],
         "migrations are recorded in schema_migrations"
     );
     conn.close().await.unwrap();
@@ -116,7 +116,7 @@ async fn data_survives_close_and_reopen_and_migrations_run_once() {
         .fetch_one(&mut raw)
         .await
         .unwrap();
-    assert_eq!(applied, 1, "reopening does not re-apply migrations");
+    assert_eq!(applied, 2, "reopening does not re-apply migrations");
 }
 
 #[tokio::test]

@@ -655,9 +655,16 @@ async fn run_command(
             let name = a.required("the flow NAME")?;
             a.done()?;
             match engine.stop_flow(t, &name).await? {
-                Some(id) => Ok((
-                    json!({"stopped": id}),
+                Some((id, true)) => Ok((
+                    json!({"stopped": id, "in_this_process": true}),
                     format!("stopping run {id} of flow '{name}' at the next batch boundary"),
+                )),
+                Some((id, false)) => Ok((
+                    json!({"stopped": id, "in_this_process": false}),
+                    format!(
+                        "asked the process running run {id} of flow '{name}' to stop it; it does within {}s",
+                        crate::runtime::HEARTBEAT_EVERY.as_secs()
+                    ),
                 )),
                 None => Ok((
                     json!({"stopped": null}),
@@ -669,13 +676,17 @@ async fn run_command(
             let name = a.required("the flow NAME")?;
             a.done()?;
             let f = engine.flow(t, &name).await?;
-            let running = engine.running_run_of(&f.id);
+            let live = engine.live_run(t, &f).await?;
             let last = engine.last_run(t, &f).await?;
-            let data = json!({"flow": f.name, "running": running.is_some(), "run_id": running, "last_run": last.as_ref().map(run_json)});
-            let text = match (&running, &last) {
-                (Some(id), Some(r)) => format!(
-                    "flow '{}' is running (run {id}): {} rows read, {} written so far",
-                    f.name, r.rows_read, r.rows_written
+            let data = json!({"flow": f.name, "running": live.is_some(), "run_id": live.as_ref().map(|r| r.id.clone()), "last_run": last.as_ref().map(run_json)});
+            let text = match (&live, &last) {
+                (Some(r), _) => format!(
+                    "flow '{}' is {} (run {}): {} rows read, {} written so far",
+                    f.name,
+                    r.status.as_str(),
+                    r.id,
+                    r.rows_read,
+                    r.rows_written
                 ),
                 (_, Some(r)) => format!(
                     "flow '{}' is idle; last run {}\n{}",
