@@ -176,18 +176,12 @@ impl Core {
             Dialect::Mysql => "SELECT CAST(VERSION() AS CHAR)",
         };
         let doing = format!("testing {}", db.label);
+        let one_sql = match self.dialect {
+            Dialect::Mysql => "SELECT CAST(1 AS CHAR)",
+            _ => "SELECT CAST(1 AS TEXT)",
+        };
         let one = db
-            .text_rows(
-                "SELECT CAST(1 AS CHAR(1))".replace(
-                    "CHAR(1)",
-                    if self.dialect == Dialect::Postgres {
-                        "TEXT"
-                    } else {
-                        "CHAR(1)"
-                    },
-                ),
-                &[],
-            )
+            .text_rows(one_sql.to_string(), &[])
             .await
             .map_err(|e| db.error(ErrorKind::Connect, &doing, e))?;
         if one
@@ -271,10 +265,7 @@ impl Core {
     ) -> Result<Box<dyn Source>, ConnectorError> {
         let db = self.db(conn).await?;
         let select = read::build_select(&db, &request).await?;
-        let what = match request.options.get("query") {
-            Some(_) => format!("the query of {}", request.object),
-            None => format!("table {}", request.object),
-        };
+        let what = read::describe_source(&request);
         Ok(Box::new(read::SqlSource::start(
             db,
             select,

@@ -54,7 +54,13 @@ pub(crate) async fn build_select(db: &Db, req: &SourceRequest) -> Result<Select,
         let stmt = pool
             .prepare(AssertSqlSafe(inner.clone()).into_sql_str())
             .await
-            .map_err(|e| db.error(ErrorKind::Read, &format!("reading {}", req.object), e))?;
+            .map_err(|e| {
+                db.error(
+                    ErrorKind::Read,
+                    &format!("reading {}", describe_source(req)),
+                    e,
+                )
+            })?;
         let cols = stmt.columns();
         if let Some(inc) = &req.incremental {
             let col = cols.iter().find(|c| c.name() == inc.column).ok_or_else(|| {
@@ -117,6 +123,14 @@ pub(crate) async fn build_select(db: &Db, req: &SourceRequest) -> Result<Select,
         sql.push_str(&format!(" ORDER BY {o}"));
     }
     Ok(Select { sql, bound, plan })
+}
+
+/// "table orders" or "the query of orders", for messages.
+pub(crate) fn describe_source(req: &SourceRequest) -> String {
+    match req.options.get("query") {
+        Some(_) => format!("the query of {}", req.object),
+        None => format!("table {}", req.object),
+    }
 }
 
 /// Streams the rows of a SELECT as batches.
