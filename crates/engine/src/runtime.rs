@@ -506,6 +506,9 @@ impl Engine {
                     advance_watermark(&mut batch, col, watermark.as_ref(), &mut mark, batch_no)?;
                 }
                 let batch = mapping.apply(batch).map_err(|e| EngineError::invalid(format!("batch {batch_no}: {e}")))?;
+                if spec.mode == WriteMode::Merge {
+                    check_keys(&batch, &spec.keys, batch_no)?;
+                }
                 if !batch.is_empty() {
                     let written = tokio::select! {
                         r = sink.write(batch) => r,
@@ -578,6 +581,29 @@ fn advance_watermark(
                 .is_none_or(|m| v.compare(m) == std::cmp::Ordering::Greater)
         {
             *mark = Some(v.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Merge matches rows on their keys, so every row needs every key column with a value; a
+/// destination would otherwise insert a duplicate or invent a key.
+fn check_keys(batch: &Batch, keys: &[String], batch_no: u64) -> EngineResult<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    for key in keys {
+        let Some(i) = batch.column_index(key) else {
+            return Err(EngineError::invalid(format!(
+                "batch {batch_no}: the key column '{key}' is not in the data (columns: {}); fix keys= on the flow, or rename= the source column to it",
+                batch.columns.join(", ")
+            )));
+        };
+        if let Some(n) = batch.rows.iter().position(|r| r[i].is_null()) {
+            return Err(EngineError::invalid(format!(
+                "batch {batch_no}, row {}: the key column '{key}' is empty; merge needs a value in every key column, so fix the source or skip such rows with filter='{key} is not null'",
+                n + 1
+            )));
         }
     }
     Ok(())

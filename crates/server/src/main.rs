@@ -116,20 +116,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let host = Host::new(engine.clone());
             let outcomes = host.run(&Caller::local(), &script).await;
             let ok = outcomes.iter().all(|o| o.ok());
-            if json {
+            let printed = if json {
                 let values: Vec<_> = outcomes.iter().map(|o| o.to_json()).collect();
                 let out = if values.len() == 1 {
                     values.into_iter().next().expect("one value")
                 } else {
                     serde_json::Value::Array(values)
                 };
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                emit(true, &serde_json::to_string_pretty(&out)?)
             } else {
-                let text = Host::render(&outcomes);
-                if ok {
-                    println!("{text}")
-                } else {
-                    eprintln!("{text}")
+                emit(ok, &Host::render(&outcomes))
+            };
+            if let Err(e) = printed {
+                // A reader that went away (`| head`) is not an error worth a message.
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e).context("writing the output");
                 }
             }
             // A one-shot process must not abandon runs it started: they would be cut off mid-batch.
@@ -167,6 +168,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             engine.shutdown(Duration::from_secs(30)).await;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Writes one result to stdout (or stderr when it reports a failure), without panicking when
+/// the reader has gone away.
+fn emit(to_stdout: bool, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if to_stdout {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{text}")?;
+        out.flush()
+    } else {
+        writeln!(std::io::stderr().lock(), "{text}")
     }
 }
 

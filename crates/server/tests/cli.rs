@@ -150,8 +150,13 @@ fn a_bad_secret_key_is_explained() {
 #[test]
 fn processes_sharing_a_data_directory_coordinate_runs() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = rt.block_on(common::Api::start((1..=2000).map(|i| common::order(i, "2026-01-01")).collect(), None));
-    api.state.delay_ms.store(200, std::sync::atomic::Ordering::SeqCst);
+    let api = rt.block_on(common::Api::start(
+        (1..=2000).map(|i| common::order(i, "2026-01-01")).collect(),
+        None,
+    ));
+    api.state
+        .delay_ms
+        .store(200, std::sync::atomic::Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let setup = format!(
         "create connection shop type=http url={};
@@ -162,7 +167,12 @@ fn processes_sharing_a_data_directory_coordinate_runs() {
     let out = run(dir.path(), &["host", &setup]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
-    let first = bin(dir.path()).args(["host", "run flow slow"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let first = bin(dir.path())
+        .args(["host", "run flow slow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
 
     let out = run(dir.path(), &["host", "--json", "status flow slow"]);
@@ -171,7 +181,11 @@ fn processes_sharing_a_data_directory_coordinate_runs() {
 
     let out = run(dir.path(), &["host", "run flow slow"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("already running in another process"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("already running in another process"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = run(dir.path(), &["host", "--json", "stop flow slow"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -458,3 +458,28 @@ async fn failed_scheduled_runs_are_retried_with_delay() {
         all[0]["error"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_refuses_rows_without_a_key() {
+    let env = TestEnv::new().await;
+    let inbox = env.path("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    write_csv(&inbox.join("k.csv"), &["1,Ann,1", ",Nobody,2"]);
+    env.ok(&format!(
+        "create connection inbox type=file directory='{}';
+         create flow k source=inbox object=k.csv destination=warehouse target=k mode=merge keys=id",
+        inbox.display()
+    ))
+    .await;
+    let err = env.err("run flow k --wait").await;
+    assert!(
+        err.message.contains("row 2: the key column 'id' is empty"),
+        "{}",
+        err.message
+    );
+    // The documented fix works.
+    env.ok("update flow k filter='id is not null'; run flow k --wait")
+        .await;
+    let rows = env.rows("warehouse", "select id from k").await;
+    assert_eq!(rows.len(), 1);
+}

@@ -781,9 +781,13 @@ async fn run_command(
             let name = a.required("the flow NAME")?;
             let every = a.duration("every")?;
             let cron = a.take("cron");
-            let timezone = a
-                .take_any(&["timezone", "tz"])
-                .unwrap_or_else(|| "UTC".into());
+            let zone = a.take_any(&["timezone", "tz"]);
+            if every.is_some() && zone.is_some() {
+                return Err(EngineError::invalid(
+                    "timezone= only applies to cron='...' schedules; an every=... interval runs at the same pace in every time zone",
+                ));
+            }
+            let timezone = zone.unwrap_or_else(|| "UTC".into());
             let retries = a.usize("retries", 0)? as u32;
             let retry_delay = a
                 .duration("retry_delay")?
@@ -956,7 +960,12 @@ fn flow_spec_from_args(a: &mut Args, base: Option<FlowSpec>) -> EngineResult<Flo
                     .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
                     .ok_or_else(|| {
                         EngineError::invalid(format!(
-                            "{key} takes COLUMN:VALUE pairs separated by commas, got '{p}'"
+                            "{key} takes {} pairs separated by commas, got '{p}'",
+                            if key == "rename" {
+                                "OLD:NEW"
+                            } else {
+                                "COLUMN:VALUE"
+                            }
                         ))
                     })
             })
