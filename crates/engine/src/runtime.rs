@@ -464,6 +464,7 @@ impl Engine {
             keys: spec.keys.clone(),
             create: spec.create,
             run_id: run.id.clone(),
+            column_types: spec.mapping.casts.clone(),
         };
         let mut sink = dst
             .open_sink(&dst_cfg, sink_request, ctx)

@@ -83,6 +83,20 @@ pub struct SinkRequest {
     pub create: bool,
     /// Used in staging-table and file names, so concurrent runs never collide.
     pub run_id: String,
+    /// Column types the flow declares (its `cast=` mapping). A destination that creates a table
+    /// or adds a column uses these instead of inferring the type from the values, so
+    /// `cast=zip:text` gives a text column even when every zip code looks like a number.
+    pub column_types: Vec<(String, crate::ColumnType)>,
+}
+
+impl SinkRequest {
+    /// The declared type of a column, if the flow declares one.
+    pub fn declared_type(&self, column: &str) -> Option<crate::ColumnType> {
+        self.column_types
+            .iter()
+            .find(|(c, _)| c == column)
+            .map(|(_, t)| *t)
+    }
 }
 
 /// A table, file or endpoint a connection offers.

@@ -483,3 +483,69 @@ async fn merge_refuses_rows_without_a_key() {
     let rows = env.rows("warehouse", "select id from k").await;
     assert_eq!(rows.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_keeps_the_tables_constraints_and_cast_declares_types() {
+    let env = TestEnv::new().await;
+    let pg = PgSchema::new().await;
+    let inbox = env.path("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("z.csv"), "zip,amount\n01234,5\n12345,50\n").unwrap();
+    env.ok(&format!(
+        "create connection inbox type=file directory='{}';
+         create connection pg type=postgres {};
+         query warehouse sql='create table checked (zip text, amount integer check (amount < 100))';
+         query warehouse sql='create index checked_zip on checked (zip)';
+         create flow r source=inbox object=z.csv destination=warehouse target=checked mode=replace;
+         run flow r --wait;
+         create flow typed source=inbox object=z.csv destination=pg target=typed cast=zip:text,amount:float;
+         run flow typed --wait",
+        inbox.display(),
+        pg.props()
+    ))
+    .await;
+    // The replaced SQLite table keeps its CHECK constraint and its index.
+    let ddl = env
+        .rows(
+            "warehouse",
+            "select sql from sqlite_master where name in ('checked', 'checked_zip') order by type",
+        )
+        .await;
+    assert_eq!(ddl.len(), 2, "{ddl:?}");
+    assert!(
+        ddl.iter()
+            .any(|r| r["sql"].as_str().unwrap().contains("check (amount < 100)")),
+        "{ddl:?}"
+    );
+    std::fs::write(inbox.join("z.csv"), "zip,amount\n99999,500\n").unwrap();
+    let err = env.err("run flow r --wait").await;
+    assert!(
+        err.message.contains("CHECK constraint failed"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        env.rows("warehouse", "select count(*) as n from checked")
+            .await[0]["n"],
+        2,
+        "old rows intact"
+    );
+
+    // cast= declares the destination's types: zip codes stay text, amounts are floats.
+    let types: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = '{}' AND table_name = 'typed' ORDER BY ordinal_position",
+        pg.name
+    )))
+    .fetch_all(&pg.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        types,
+        vec![
+            ("zip".into(), "text".into()),
+            ("amount".into(), "double precision".into())
+        ]
+    );
+    let zips = env.rows("pg", "select zip from typed order by zip").await;
+    assert_eq!(zips[0]["zip"], "01234");
+}

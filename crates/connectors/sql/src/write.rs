@@ -51,8 +51,6 @@ struct Col {
     name: String,
     /// The engine type values are coerced to before writing; `None` leaves them alone.
     ty: Option<ColumnType>,
-    /// Position in the primary key (SQLite staging copies need it), 0 when not a key.
-    pk: u32,
 }
 
 /// Converts a value to the destination column's type where the database would not: "true"
@@ -245,8 +243,7 @@ async fn columns_of(db: &Db, t: &TableRef) -> Result<Option<Vec<Col>>, sqlx::Err
         }
         Dialect::Sqlite => {
             db.text_rows(
-                "SELECT name, type, CAST(pk AS TEXT) FROM pragma_table_info(?, ?) ORDER BY cid"
-                    .to_string(),
+                "SELECT name, type FROM pragma_table_info(?, ?) ORDER BY cid".to_string(),
                 &[Some(&t.name), Some(t.schema.as_deref().unwrap_or("main"))],
             )
             .await?
@@ -261,15 +258,9 @@ async fn columns_of(db: &Db, t: &TableRef) -> Result<Option<Vec<Col>>, sqlx::Err
                 let mut it = r.into_iter();
                 let name = it.next().flatten().unwrap_or_default();
                 let decl = it.next().flatten().unwrap_or_default();
-                let pk = it
-                    .next()
-                    .flatten()
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
                 Col {
                     name,
                     ty: classify_declared(&decl),
-                    pk,
                 }
             })
             .collect(),
@@ -353,6 +344,8 @@ pub(crate) struct SqlSink {
     staged: bool,
     /// Merge: the unique index on the keys was found or created.
     keys_checked: bool,
+    /// Types the flow declares (`cast=`), used instead of inference for new columns.
+    declared: Vec<(String, ColumnType)>,
     ctx: RunContext,
 }
 
@@ -399,6 +392,7 @@ impl SqlSink {
             existing,
             staged: false,
             keys_checked: false,
+            declared: req.column_types,
             ctx: ctx.clone(),
         })
     }
@@ -448,8 +442,7 @@ impl SqlSink {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let ty =
-                    ColumnType::infer(batch.rows.iter().map(|r| &r[i])).unwrap_or(ColumnType::Text);
+                let ty = self.new_column_type(batch, i);
                 let is_key = self.keys.iter().any(|k| d.same_name(k, c));
                 let not_null = if is_key && self.mode == WriteMode::Merge {
                     " NOT NULL"
@@ -475,46 +468,63 @@ impl SqlSink {
     }
 
     /// A staging table with the destination's columns and keys.
-    async fn create_stage_like(&self, existing: &[Col]) -> Result<(), ConnectorError> {
+    async fn create_stage_like(&self) -> Result<(), ConnectorError> {
         let d = self.d();
         let (stage, table) = (self.target.sql(d), self.table.sql(d));
         let sql = match d {
             Dialect::Postgres => format!("CREATE TABLE {stage} (LIKE {table} INCLUDING ALL)"),
             Dialect::Mysql => format!("CREATE TABLE {stage} LIKE {table}"),
             Dialect::Sqlite => {
-                // SQLite has no CREATE TABLE ... LIKE: copy declared types and the primary key.
-                let decls = self
+                // SQLite has no CREATE TABLE ... LIKE: reuse the table's own definition, so
+                // constraints (CHECK, UNIQUE, defaults, keys) hold for the new rows too.
+                let master = self.sqlite_master();
+                let rows = self
                     .db
                     .text_rows(
-                        "SELECT name, type FROM pragma_table_info(?, ?) ORDER BY cid".to_string(),
-                        &[
-                            Some(&self.table.name),
-                            Some(self.table.schema.as_deref().unwrap_or("main")),
-                        ],
+                        format!("SELECT sql FROM {master} WHERE type = 'table' AND name = ?"),
+                        &[Some(&self.table.name)],
                     )
                     .await
                     .map_err(|e| self.err(format!("looking up table {}", self.table), e))?;
-                let defs: Vec<String> = decls
+                let ddl = rows
                     .into_iter()
-                    .map(|r| {
-                        let name = r.first().cloned().flatten().unwrap_or_default();
-                        let ty = r.get(1).cloned().flatten().unwrap_or_default();
-                        format!("{} {ty}", d.quote(&name)).trim_end().to_string()
-                    })
-                    .collect();
-                let mut pk: Vec<&Col> = existing.iter().filter(|c| c.pk > 0).collect();
-                pk.sort_by_key(|c| c.pk);
-                let mut sql = format!("CREATE TABLE {stage} ({}", defs.join(", "));
-                if !pk.is_empty() {
-                    let names: Vec<String> = pk.iter().map(|c| c.name.clone()).collect();
-                    sql.push_str(&format!(", PRIMARY KEY ({})", d.column_list(&names)));
+                    .next()
+                    .and_then(|r| r.into_iter().next().flatten());
+                let body = ddl.as_deref().and_then(|t| t.find('(').map(|i| &t[i..]));
+                match body {
+                    Some(body) => format!("CREATE TABLE {stage} {body}"),
+                    None => {
+                        return Err(ConnectorError::write(format!(
+                            "cannot read the definition of table {} to stage the replacement; check the database file",
+                            self.table
+                        )));
+                    }
                 }
-                sql.push(')');
-                sql
             }
         };
         self.exec(sql, || format!("creating staging table {}", self.target))
             .await
+    }
+
+    /// SQLite's catalogue table for the destination's schema.
+    fn sqlite_master(&self) -> String {
+        match &self.table.schema {
+            Some(schema) => format!("{}.sqlite_master", self.d().quote(schema)),
+            None => "sqlite_master".to_string(),
+        }
+    }
+
+    /// The type for a new column: the flow's declared type, else inferred from the batch.
+    fn new_column_type(&self, batch: &Batch, i: usize) -> ColumnType {
+        let d = self.d();
+        let name = &batch.columns[i];
+        self.declared
+            .iter()
+            .find(|(c, _)| d.same_name(c, name))
+            .map(|(_, t)| *t)
+            .unwrap_or_else(|| {
+                ColumnType::infer(batch.rows.iter().map(|r| &r[i])).unwrap_or(ColumnType::Text)
+            })
     }
 
     /// Makes sure the target exists and its columns are known.
@@ -527,9 +537,9 @@ impl SqlSink {
             return Ok(());
         }
         match (self.mode, self.existing.clone()) {
-            (WriteMode::Replace, Some(existing)) => {
+            (WriteMode::Replace, Some(_)) => {
                 self.staged = true;
-                self.create_stage_like(&existing).await?;
+                self.create_stage_like().await?;
             }
             (WriteMode::Replace, None) => {
                 self.staged = true;
@@ -606,8 +616,7 @@ impl SqlSink {
             if known.iter().any(|k| d.same_name(&k.name, c)) {
                 continue;
             }
-            let ty =
-                ColumnType::infer(batch.rows.iter().map(|r| &r[i])).unwrap_or(ColumnType::Text);
+            let ty = self.new_column_type(batch, i);
             let decl = d.column_type(ty, false);
             let sql = format!(
                 "ALTER TABLE {} ADD COLUMN {} {decl}",
@@ -622,7 +631,6 @@ impl SqlSink {
                 cols.push(Col {
                     name: c.clone(),
                     ty: Some(ty),
-                    pk: 0,
                 });
             }
         }
@@ -777,14 +785,30 @@ impl SqlSink {
                 tx.commit().await.map_err(|e| self.err(doing(), e))?;
             }
             Pool::Sqlite(p) => {
+                // Indexes and triggers go with the old table: recreate them on the new one.
+                let master = self.sqlite_master();
+                let extras: Vec<String> = self
+                    .db
+                    .text_rows(
+                        format!(
+                            "SELECT sql FROM {master} WHERE tbl_name = ? AND type IN ('index', 'trigger') AND sql IS NOT NULL"
+                        ),
+                        &[Some(&self.table.name)],
+                    )
+                    .await
+                    .map_err(|e| self.err(doing(), e))?
+                    .into_iter()
+                    .filter_map(|r| r.into_iter().next().flatten())
+                    .collect();
                 let mut tx = p.begin().await.map_err(|e| self.err(doing(), e))?;
-                for sql in [
+                let statements = [
                     format!("DROP TABLE IF EXISTS {table}"),
                     format!(
                         "ALTER TABLE {stage} RENAME TO {}",
                         d.quote(&self.table.name)
                     ),
-                ] {
+                ];
+                for sql in statements.into_iter().chain(extras) {
                     sqlx::query(AssertSqlSafe(sql))
                         .execute(&mut *tx)
                         .await
@@ -822,7 +846,7 @@ impl Sink for SqlSink {
                 // No rows arrived: replacing with nothing empties the table.
                 Some(existing) => {
                     self.staged = true;
-                    self.create_stage_like(&existing).await?;
+                    self.create_stage_like().await?;
                     self.columns = Some(existing);
                 }
                 None => {

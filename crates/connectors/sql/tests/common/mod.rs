@@ -133,6 +133,7 @@ pub fn sink_req(table: &str, mode: WriteMode, keys: &[&str]) -> SinkRequest {
         keys: keys.iter().map(|k| k.to_string()).collect(),
         create: true,
         run_id: uuid::Uuid::new_v4().to_string(),
+        column_types: Vec::new(),
     }
 }
 
