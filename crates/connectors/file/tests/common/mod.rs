@@ -137,6 +137,7 @@ pub fn sink_request(
         keys: Vec::new(),
         create: true,
         run_id: run_id.into(),
+        column_types: Vec::new(),
     }
 }
 
