@@ -109,6 +109,8 @@ fn main() {
     );
 
     let mut latencies: Vec<Duration> = Vec::with_capacity(queries);
+    // Per kind of query: phrases, prefixes, plain words.
+    let mut by_kind: [Vec<Duration>; 3] = Default::default();
     let mut total_hits = 0usize;
     for q in 0..queries {
         let query = match q % 5 {
@@ -124,14 +126,17 @@ fn main() {
         };
         let started = Instant::now();
         let hits = kb.search("bench", &query, 10).expect("search");
-        latencies.push(started.elapsed());
+        let elapsed = started.elapsed();
+        latencies.push(elapsed);
+        by_kind[(q % 5).min(2)].push(elapsed);
         total_hits += hits.len();
     }
     latencies.sort();
-    let percentile = |p: f64| {
-        let index = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1);
-        latencies[index.min(latencies.len() - 1)].as_secs_f64() * 1e3
+    let percentile_of = |sorted: &[Duration], p: f64| {
+        let index = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
+        sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1e3
     };
+    let percentile = |p: f64| percentile_of(&latencies, p);
     let mean = latencies.iter().sum::<Duration>().as_secs_f64() * 1e3 / latencies.len() as f64;
     println!(
         "search: {} queries (10 hits with snippets each, {:.1} hits on average): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, mean {:.3} ms",
@@ -142,4 +147,15 @@ fn main() {
         percentile(1.0),
         mean
     );
+    for (name, mut kind) in ["phrase", "prefix", "words"].into_iter().zip(by_kind) {
+        if kind.is_empty() {
+            continue;
+        }
+        kind.sort();
+        println!(
+            "  {name:>6} queries: p50 {:.3} ms, p99 {:.3} ms",
+            percentile_of(&kind, 0.50),
+            percentile_of(&kind, 0.99)
+        );
+    }
 }

@@ -17,7 +17,7 @@ pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 /// The most distinct words, phrases and prefixes one query uses.
 const MAX_CLAUSES: usize = 32;
 /// The most words one prefix expands to (the most frequent ones win).
-const MAX_PREFIX_EXPANSIONS: usize = 48;
+const MAX_PREFIX_EXPANSIONS: usize = 16;
 /// How far apart (in words) two adjacent query words may stand to earn the proximity bonus.
 const PROXIMITY_SLOP: u32 = 2;
 /// The proximity bonus relative to a single word match.
@@ -63,11 +63,12 @@ const SYNONYMS: &[(&str, &[&str])] = &[
 
 /// How much a match in each field counts. Headings name what a passage is about, so a match
 /// there says more than one in the body.
-const FIELD_BOOSTS: [(FieldKind, f32); 5] = [
+/// The source path is not searched: its words (`postgres`, `connectors`) are in the title too,
+/// and every extra field is another posting list to merge per word.
+const FIELD_BOOSTS: [(FieldKind, f32); 4] = [
     (FieldKind::Heading, 1.5),
     (FieldKind::Path, 1.0),
     (FieldKind::Title, 1.0),
-    (FieldKind::Source, 1.0),
     (FieldKind::Body, 1.0),
 ];
 
@@ -77,7 +78,6 @@ enum FieldKind {
     Heading,
     Path,
     Body,
-    Source,
 }
 
 impl FieldKind {
@@ -87,13 +87,7 @@ impl FieldKind {
             FieldKind::Heading => fields.heading,
             FieldKind::Path => fields.path,
             FieldKind::Body => fields.body,
-            FieldKind::Source => fields.source,
         }
-    }
-
-    /// The source field keeps no positions, so phrases skip it.
-    fn has_positions(self) -> bool {
-        !matches!(self, FieldKind::Source)
     }
 }
 
@@ -194,9 +188,6 @@ pub(crate) fn build(
             _ => {
                 budget -= 1;
                 for (kind, boost) in FIELD_BOOSTS {
-                    if !kind.has_positions() {
-                        continue;
-                    }
                     let field = kind.field(fields);
                     let field_terms = terms
                         .iter()
@@ -246,8 +237,9 @@ pub(crate) fn build(
             && budget > 1
         {
             budget -= 1;
-            for kind in [FieldKind::Heading, FieldKind::Body] {
-                let field = kind.field(fields);
+            {
+                // Body only: headings are short, nearness there says little.
+                let field = fields.body;
                 let pair = vec![
                     Term::from_field_text(field, first),
                     Term::from_field_text(field, second),

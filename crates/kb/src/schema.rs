@@ -29,7 +29,7 @@ pub(crate) struct Fields {
     pub path: Field,
     /// The passage text.
     pub body: Field,
-    /// The source to cite (`docs/connectors/postgres.md` or the uploaded name), searchable.
+    /// The source to cite (`docs/connectors/postgres.md` or the uploaded name), stored only.
     pub source: Field,
     /// The heading's anchor, stored only.
     pub anchor: Field,
@@ -57,16 +57,7 @@ pub(crate) fn build_schema() -> (Schema, Fields) {
     let heading = builder.add_text_field("heading", english(false));
     let path = builder.add_text_field("path", english(true));
     let body = builder.add_text_field("body", english(true));
-    let source = builder.add_text_field(
-        "source",
-        TextOptions::default()
-            .set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer(ENGLISH)
-                    .set_index_option(IndexRecordOption::WithFreqs),
-            )
-            .set_stored(),
-    );
+    let source = builder.add_text_field("source", STORED);
     let anchor = builder.add_text_field("anchor", STORED);
     let words = builder.add_text_field(
         "words",
