@@ -4,4 +4,7 @@
 //!
 //! This crate knows no HTTP: the API crate exposes what is here.
 
+pub mod library;
 pub mod tools;
+
+pub use library::Library;

@@ -50,3 +50,56 @@ pub async fn open_engine(settings: &Settings) -> Result<Engine> {
     engine.start().await?;
     Ok(engine)
 }
+
+/// Everything a process serves: the engine, the knowledge base and template gallery, the host
+/// language over all of them, and the tools.
+#[derive(Clone)]
+pub struct App {
+    pub engine: Engine,
+    pub library: Arc<etl_agent::Library>,
+    pub host: etl_engine::host::Host,
+    pub tools: etl_agent::tools::ToolRegistry,
+}
+
+/// Opens the engine, brings the bundled documentation into the knowledge base (only changed
+/// files are re-indexed) and loads the template gallery.
+pub async fn open_app(settings: &Settings) -> Result<App> {
+    let engine = open_engine(settings).await?;
+    let kb_dir = settings.data_dir.join("kb");
+    let kb = tokio::task::spawn_blocking(move || -> Result<etl_kb::KnowledgeBase> {
+        let kb = etl_kb::KnowledgeBase::open(&kb_dir)
+            .with_context(|| format!("opening the knowledge base in {}", kb_dir.display()))?;
+        let report = kb
+            .sync_bundled(&etl_kb::bundled_docs())
+            .context("indexing the bundled documentation")?;
+        if report.added + report.updated + report.removed > 0 {
+            tracing::info!(?report, "knowledge base updated");
+        }
+        Ok(kb)
+    })
+    .await
+    .context("indexing the knowledge base")??;
+    let gallery = etl_templates::Gallery::bundled().context("loading the bundled templates")?;
+    gallery
+        .check_connectors(engine.registry())
+        .context("checking the bundled templates")?;
+    let library = Arc::new(etl_agent::Library::new(
+        engine.clone(),
+        Arc::new(kb),
+        Arc::new(gallery),
+    ));
+    let host = etl_engine::host::Host::with_extensions(engine.clone(), library.clone());
+    let tools = etl_agent::tools::ToolRegistry::new(
+        etl_agent::tools::ToolEnv {
+            host: host.clone(),
+            library: library.clone(),
+        },
+        Vec::new(),
+    );
+    Ok(App {
+        engine,
+        library,
+        host,
+        tools,
+    })
+}

@@ -194,10 +194,7 @@ pub async fn diagnose(
             ),
         ),
     };
-    let articles = match &env.knowledge {
-        Some(kb) => kb.search(tenant, &search_terms(&error), 3),
-        None => Vec::new(),
-    };
+    let articles = env.library.passages(tenant, &search_terms(&error), 3);
     let newer_success = latest
         .as_ref()
         .is_some_and(|l| l.id != run.id && l.status == RunStatus::Success);

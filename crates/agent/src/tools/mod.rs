@@ -5,6 +5,7 @@
 mod connectors;
 mod diagnose;
 mod host;
+mod library;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +14,8 @@ use async_trait::async_trait;
 use etl_engine::host::{Caller, Host, Role};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
+
+use crate::library::Library;
 
 pub use diagnose::{Diagnosis, diagnose};
 
@@ -57,14 +60,7 @@ pub struct Execution {
 #[derive(Clone)]
 pub struct ToolEnv {
     pub host: Host,
-    /// The knowledge base, when this build has one.
-    pub knowledge: Option<Arc<dyn Knowledge>>,
-}
-
-/// Knowledge-base search as the tools need it: ranked passages as JSON objects with at least
-/// `title`, `source` and `snippet`.
-pub trait Knowledge: Send + Sync {
-    fn search(&self, tenant: &str, query: &str, limit: usize) -> Vec<Json>;
+    pub library: Arc<Library>,
 }
 
 #[async_trait]
@@ -106,8 +102,11 @@ impl ToolRegistry {
     /// The registry with the tools this build offers over `env`.
     pub fn new(env: ToolEnv, extra: Vec<Arc<dyn Tool>>) -> ToolRegistry {
         let mut tools: Vec<Arc<dyn Tool>> = vec![
+            Arc::new(library::SearchKnowledgeBase),
             Arc::new(host::HostListCommands),
             Arc::new(host::HostCli),
+            Arc::new(library::SearchTemplates),
+            Arc::new(library::ImportTemplate),
             Arc::new(connectors::GetConnectorInfo),
             Arc::new(diagnose::DiagnoseFlow),
         ];

@@ -882,18 +882,58 @@ async fn run_command(
             ))
         }
 
-        ("search", "template") | ("get", "template") | ("import", "template") => {
-            Err(EngineError::new(
-                "unavailable",
-                "the template gallery is not part of this build yet; create connections and flows directly with 'create connection' and 'create flow'",
-            ))
+        ("search", "template")
+        | ("get", "template")
+        | ("import", "template")
+        | ("search", "kb") => {
+            let ext = host.extensions().ok_or_else(|| {
+                EngineError::new(
+                    "unavailable",
+                    format!("'{}' needs the knowledge base and template gallery, which this process was started without", spec.name),
+                )
+            })?;
+            match (spec.verb, spec.noun) {
+                ("search", "kb") => {
+                    let limit = a.usize("limit", 5)?;
+                    let query = words_of(a, "the QUERY")?;
+                    ext.search_kb(caller, &query, limit).await
+                }
+                ("search", _) => {
+                    let limit = a.usize("limit", 5)?;
+                    let query = words_of(a, "the QUERY")?;
+                    ext.search_templates(caller, &query, limit).await
+                }
+                ("get", _) => {
+                    let id = a.required("the template ID")?;
+                    a.done()?;
+                    ext.get_template(caller, &id).await
+                }
+                _ => {
+                    let id = a.required("the template ID")?;
+                    let name = a.take("name");
+                    a.done_positional()?;
+                    let params: std::collections::BTreeMap<String, String> =
+                        std::mem::take(&mut a.named).into_iter().collect();
+                    ext.import_template(caller, &id, name.as_deref(), &params)
+                        .await
+                }
+            }
         }
-        ("search", "kb") => Err(EngineError::new(
-            "unavailable",
-            "the knowledge-base search is not part of this build yet; see 'help' and the documentation under docs/",
-        )),
         _ => Err(unknown_command(spec.verb, spec.noun)),
     }
+}
+
+/// The remaining positional words joined as free text (a search query).
+fn words_of(a: &mut Args, what: &str) -> EngineResult<String> {
+    let words = std::mem::take(&mut a.positional).join(" ");
+    a.done()?;
+    if words.trim().is_empty() {
+        return Err(EngineError::invalid(format!(
+            "missing {what}; {}",
+            a.usage()
+        )));
+    }
+    Ok(words)
 }
 
 impl Args {

@@ -11,7 +11,7 @@ mod render;
 
 use serde_json::{Value as Json, json};
 
-use crate::error::EngineError;
+use crate::error::{EngineError, EngineResult};
 use crate::service::Engine;
 
 /// What a caller may do.
@@ -81,11 +81,54 @@ impl Outcome {
 #[derive(Clone)]
 pub struct Host {
     engine: Engine,
+    extensions: Option<std::sync::Arc<dyn Extensions>>,
+}
+
+/// Commands served by parts of the product the engine does not know: the knowledge base and
+/// the template gallery. Each answers JSON data and its readable rendering, like any command.
+#[async_trait::async_trait]
+pub trait Extensions: Send + Sync {
+    async fn search_kb(
+        &self,
+        caller: &Caller,
+        query: &str,
+        limit: usize,
+    ) -> EngineResult<(Json, String)>;
+    async fn search_templates(
+        &self,
+        caller: &Caller,
+        query: &str,
+        limit: usize,
+    ) -> EngineResult<(Json, String)>;
+    async fn get_template(&self, caller: &Caller, id: &str) -> EngineResult<(Json, String)>;
+    /// `name` names the flow; `params` fill the template's parameters.
+    async fn import_template(
+        &self,
+        caller: &Caller,
+        id: &str,
+        name: Option<&str>,
+        params: &std::collections::BTreeMap<String, String>,
+    ) -> EngineResult<(Json, String)>;
 }
 
 impl Host {
     pub fn new(engine: Engine) -> Host {
-        Host { engine }
+        Host {
+            engine,
+            extensions: None,
+        }
+    }
+
+    /// A host whose template and knowledge-base commands are served by `extensions`.
+    pub fn with_extensions(engine: Engine, extensions: std::sync::Arc<dyn Extensions>) -> Host {
+        Host {
+            engine,
+            extensions: Some(extensions),
+        }
+    }
+
+    pub(crate) fn extensions(&self) -> Option<&std::sync::Arc<dyn Extensions>> {
+        self.extensions.as_ref()
     }
 
     pub fn engine(&self) -> &Engine {
