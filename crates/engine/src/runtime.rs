@@ -521,7 +521,7 @@ impl Engine {
                 run.batches = batch_no;
                 self.save_progress(run, log).await;
             }
-            sink.finish().await.map_err(|e| EngineError::from(e.context("finishing the destination")))?;
+            run.rows_written += sink.finish().await.map_err(|e| EngineError::from(e.context("finishing the destination")))?;
             Ok(())
         }
         .await;
@@ -614,14 +614,10 @@ fn write_failure(e: ConnectorError, batch_no: u64, run: &Run, mode: WriteMode) -
     if e.kind == etl_model::ErrorKind::Canceled {
         return e.into();
     }
-    let kept = match mode {
-        WriteMode::Replace => "the destination was left as it was".to_string(),
-        _ if batch_no == 1 => "nothing was written".to_string(),
-        _ => format!(
-            "batches 1-{} ({} rows) were written and stay in the destination",
-            batch_no - 1,
-            run.rows_written
-        ),
+    let kept = match (mode, run.rows_written) {
+        (WriteMode::Replace, _) => "the destination was left as it was".to_string(),
+        (_, 0) => "nothing was written".to_string(),
+        (_, n) => format!("the {n} rows committed before it stay in the destination"),
     };
     EngineError::new(
         e.kind.code(),

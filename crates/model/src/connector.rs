@@ -157,15 +157,23 @@ pub trait Source: Send {
 
 /// Consumes batches.
 ///
-/// `append` and `merge` commit each batch in its own transaction, so a failure names the batch
-/// and earlier batches stay written. `replace` writes to a staging copy that only
-/// [`Sink::finish`] makes visible; [`Sink::abort`] discards it, leaving the destination as it was.
+/// `append` and `merge` commit as they go: a batch may be committed on its own or together with
+/// the batches before it (a sink may group batches into one transaction to commit less often),
+/// so a failure rolls back at most the open group and earlier commits stay. `replace` writes to
+/// a staging copy that only [`Sink::finish`] makes visible; [`Sink::abort`] discards it, leaving
+/// the destination as it was.
+///
+/// Counts are of rows made durable and visible in the destination: `write` answers the rows
+/// it committed during that call (0 when the batch joined an open group or a staging copy),
+/// `finish` the rows it committed at the end. Their sum is the run's rows written, and after a
+/// failure the sum so far is exactly what stays in the destination.
 #[async_trait]
 pub trait Sink: Send {
-    /// Writes one batch; answers the number of rows written.
+    /// Writes one batch; answers the rows committed by this call.
     async fn write(&mut self, batch: Batch) -> Result<u64, ConnectorError>;
-    /// Makes the run's output visible (swap staging table, rename temp file).
-    async fn finish(&mut self) -> Result<(), ConnectorError>;
+    /// Commits what is open and makes the run's output visible (swap staging table, rename temp
+    /// file); answers the rows committed by this call.
+    async fn finish(&mut self) -> Result<u64, ConnectorError>;
     /// Discards whatever is staged. Must be safe to call after a failed `write`.
     async fn abort(&mut self) -> Result<(), ConnectorError>;
 }

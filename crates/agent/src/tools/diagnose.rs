@@ -380,7 +380,11 @@ static RULES: &[Rule] = &[
         fix: "fix the row in the file, or skip bad rows with 'update flow {flow} source.on_error=skip'",
     },
     Rule {
-        any_of: &[&["no file"], &["matches no file"], &["no files match"]],
+        any_of: &[
+            &["no file in directory"],
+            &["not found in directory"],
+            &["matches no file"],
+        ],
         cause: "no file in the connection's directory matches the flow's object= pattern",
         fix: "check the files with 'list objects {source}' and fix the pattern with 'update flow {flow} object=\"*.csv\"'",
     },

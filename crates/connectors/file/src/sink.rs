@@ -138,10 +138,11 @@ impl Sink for FileSink {
         let n = result?;
         self.body = Some(body);
         self.rows += n;
-        Ok(n)
+        // Nothing is visible until `finish` renames the file into place.
+        Ok(0)
     }
 
-    async fn finish(&mut self) -> Result<(), ConnectorError> {
+    async fn finish(&mut self) -> Result<u64, ConnectorError> {
         let body = self.take_body()?;
         let tmp = self.tmp.clone();
         let target = self.target.clone();
@@ -169,7 +170,7 @@ impl Sink for FileSink {
             "wrote {} row(s) to '{}'",
             self.rows, self.target_rel
         ));
-        Ok(())
+        Ok(self.rows)
     }
 
     async fn abort(&mut self) -> Result<(), ConnectorError> {

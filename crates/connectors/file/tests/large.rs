@@ -126,7 +126,11 @@ async fn csv_round_trip() {
     while let Some(batch) = source.next_batch().await.unwrap() {
         written += sink.write(batch).await.unwrap();
     }
-    sink.finish().await.unwrap();
+    assert_eq!(
+        written, 0,
+        "nothing is visible before finish renames the file"
+    );
+    written += sink.finish().await.unwrap();
     assert_eq!(written as usize, ROWS);
     assert!(
         log.lines("info")

@@ -35,12 +35,12 @@ async fn writes_to_hidden_temp_then_renames_on_finish() {
         ))
         .await
         .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(n, 0, "nothing is visible (committed) before finish");
     // Before finish only the hidden temporary file exists, so no reader sees a partial file.
     assert_eq!(all_files(dir.path()), vec!["out/.orders.csv.run1.tmp"]);
     let listed = FileConnector::new().list_objects(&c).await.unwrap();
     assert!(listed.is_empty(), "{listed:?}");
-    sink.finish().await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
     assert_eq!(all_files(dir.path()), vec!["out/orders.csv"]);
     assert_eq!(
         fs::read_to_string(dir.path().join("out/orders.csv")).unwrap(),

@@ -346,6 +346,8 @@ pub(crate) struct SqlSink {
     keys_checked: bool,
     /// Types the flow declares (`cast=`), used instead of inference for new columns.
     declared: Vec<(String, ColumnType)>,
+    /// Replace: rows written to the staging table, visible once it is swapped in.
+    staged_rows: u64,
     ctx: RunContext,
 }
 
@@ -393,6 +395,7 @@ impl SqlSink {
             staged: false,
             keys_checked: false,
             declared: req.column_types,
+            staged_rows: 0,
             ctx: ctx.clone(),
         })
     }
@@ -832,14 +835,21 @@ impl Sink for SqlSink {
         batch.normalize();
         self.ensure_target(&batch).await?;
         self.evolve(&batch).await?;
-        self.load(&batch)
+        let n = self
+            .load(&batch)
             .await
-            .map_err(|e| self.err(format!("writing {} rows to {}", batch.len(), self.table), e))
+            .map_err(|e| self.err(format!("writing {} rows to {}", batch.len(), self.table), e))?;
+        if self.mode == WriteMode::Replace {
+            // Staged: visible (and counted) when `finish` swaps the table in.
+            self.staged_rows += n;
+            return Ok(0);
+        }
+        Ok(n)
     }
 
-    async fn finish(&mut self) -> Result<(), ConnectorError> {
+    async fn finish(&mut self) -> Result<u64, ConnectorError> {
         if self.mode != WriteMode::Replace {
-            return Ok(());
+            return Ok(0);
         }
         if !self.staged {
             match self.existing.clone() {
@@ -854,11 +864,12 @@ impl Sink for SqlSink {
                         "no rows arrived, so table {} was not created",
                         self.table
                     ));
-                    return Ok(());
+                    return Ok(0);
                 }
             }
         }
-        self.swap().await
+        self.swap().await?;
+        Ok(self.staged_rows)
     }
 
     async fn abort(&mut self) -> Result<(), ConnectorError> {
