@@ -135,6 +135,14 @@ impl Engine {
                 .join(sanitize(tenant))
                 .join("warehouse.db")
         };
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                EngineError::internal(format!(
+                    "cannot create the warehouse folder {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
         let props = Props::new().with("path", file.to_string_lossy());
         match self
             .create_connection(

@@ -367,3 +367,40 @@ async fn diagnose_flow_explains_a_failure() {
         .outcome;
     assert!(!hidden.success && hidden.result.contains("unknown flow 'broken'"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tenant_gets_its_own_warehouse() {
+    let (_dir, app) = app().await;
+    let acme = agent_caller("acme", "a", Role::User);
+    let listed = app
+        .tools
+        .call(&acme, "host_cli", &json!({"command": "list connections"}))
+        .await
+        .unwrap()
+        .outcome;
+    assert!(listed.success, "{}", listed.result);
+    let conns = &listed.data["results"][0]["data"];
+    assert_eq!(conns[0]["name"], "warehouse", "{conns}");
+    assert!(
+        conns[0]["target"]
+            .as_str()
+            .unwrap()
+            .contains("tenants/acme/warehouse.db"),
+        "{conns}"
+    );
+    let made = app.tools.call(&acme, "host_cli", &json!({"command": "query warehouse sql='create table t (x integer)'; list objects warehouse"})).await.unwrap().outcome;
+    assert!(made.success, "{}", made.result);
+    // The default tenant's warehouse is another database.
+    let default = agent_caller("default", "d", Role::User);
+    let objects = app
+        .tools
+        .call(
+            &default,
+            "host_cli",
+            &json!({"command": "list objects warehouse"}),
+        )
+        .await
+        .unwrap()
+        .outcome;
+    assert!(!objects.result.contains(" t "), "{}", objects.result);
+}

@@ -138,6 +138,10 @@ impl Host {
     /// Runs a script. Statements run in order; a failing statement stops the script (later
     /// statements usually depend on it) and is the last outcome.
     pub async fn run(&self, caller: &Caller, script: &str) -> Vec<Outcome> {
+        // Every tenant has its built-in warehouse from its first statement on.
+        if let Err(e) = self.engine.ensure_warehouse(&caller.tenant).await {
+            tracing::error!(tenant = %caller.tenant, error = %e, "could not create the tenant's warehouse connection");
+        }
         let statements = match parse::parse_script(script) {
             Ok(s) => s,
             Err(e) => {
