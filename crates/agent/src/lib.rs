@@ -1,9 +1,11 @@
 //! The agent side of the product. Today: the seven tools of the Agent API (`tools`), each a
 //! typed, schema-described operation over the engine, the knowledge base and the template
-//! gallery. The model loop, sessions and the built-in planner build on these.
+//! gallery; API keys (`keys`), the entity and the store port behind the API's authentication.
+//! The model loop, sessions and the built-in planner build on these.
 //!
 //! This crate knows no HTTP: the API crate exposes what is here.
 
+pub mod keys;
 pub mod library;
 pub mod tools;
 

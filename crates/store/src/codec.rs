@@ -7,6 +7,7 @@
 //! and gets the entity mapping below for free.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use etl_agent::keys::ApiKey;
 use etl_engine::{
     Connection, Flow, FlowSpec, LogLine, Run, RunStatus, RunTrigger, Schedule, StoreError,
     StoreResult, Timestamp, Trigger,
@@ -205,6 +206,30 @@ pub fn log_line(row: &impl Columns) -> StoreResult<LogLine> {
         level: row.text("level")?,
         message: row.text("message")?,
         run_id,
+    })
+}
+
+pub fn api_key(row: &impl Columns) -> StoreResult<ApiKey> {
+    let id = row.text("id")?;
+    let what = format!("API key '{id}'");
+    let role_text = row.text("role")?;
+    let role = etl_agent::keys::parse_role(&role_text).map_err(|_| {
+        StoreError::Backend(format!(
+            "{what} has an unknown role '{role_text}' (expected admin, user or readonly); the \
+             database was changed outside etlworks-agent: fix the value"
+        ))
+    })?;
+    Ok(ApiKey {
+        tenant: row.text("tenant")?,
+        name: row.text("name")?,
+        role,
+        prefix: row.text("prefix")?,
+        hash: row.text("key_hash")?,
+        created_at: row.time(&what, "created_at")?,
+        expires_at: row.opt_time(&what, "expires_at")?,
+        revoked_at: row.opt_time(&what, "revoked_at")?,
+        last_used_at: row.opt_time(&what, "last_used_at")?,
+        id,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The metadata store: where the engine keeps connections, flows, schedules, runs, run logs and
-//! high-water marks, behind the engine's [`etl_engine::Store`] port.
+//! high-water marks, behind the engine's [`etl_engine::Store`] port, and the Agent API's keys,
+//! behind the agent's [`etl_agent::keys::KeyStore`] port.
 //!
 //! [`SqliteStore`] is the default backend: one SQLite file in the data directory, opened with
 //! [`SqliteStore::open`], which creates the file and its directories, turns on WAL mode and
@@ -13,7 +14,7 @@
 //!   `Columns` trait a backend implements for its row type;
 //! - the backend module owns only connecting, pool shape, migrations and error classification;
 //! - [`testing::conformance`] (feature `testing`) is the behaviour every backend must show,
-//!   written against `&dyn Store`.
+//!   written against `&dyn Store` (and [`testing::key_conformance`] against `&dyn KeyStore`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), etl_engine::StoreError> {
@@ -25,7 +26,9 @@
 //!
 //! Every tenant-scoped query filters by tenant and every key starts with the tenant, so rows of
 //! one tenant are invisible to, and cannot be changed or referenced by, another. Only
-//! `due_schedules`, `next_due_at` and `fail_unfinished_runs` span tenants, by design.
+//! `due_schedules`, `next_due_at` and `fail_unfinished_runs` span tenants, by design, and of the
+//! key port `find_key_by_hash`, `count_keys` and the operator's `list_keys(None)` /
+//! `revoke_key(None, ..)`: a presented key is found before its tenant is known.
 
 mod codec;
 mod sql;

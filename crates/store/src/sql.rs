@@ -199,3 +199,44 @@ pub const SET_WATERMARK: &str = "INSERT INTO watermarks (tenant, flow_id, value,
      updated_at = excluded.updated_at";
 
 pub const CLEAR_WATERMARK: &str = "DELETE FROM watermarks WHERE tenant = $1 AND flow_id = $2";
+
+// ---- API keys -------------------------------------------------------------------------------
+
+macro_rules! key_cols {
+    () => {
+        "id, tenant, name, role, prefix, key_hash, created_at, expires_at, revoked_at, \
+         last_used_at"
+    };
+}
+
+pub const INSERT_KEY: &str = "INSERT INTO api_keys (id, tenant, name, role, prefix, key_hash, \
+     created_at, expires_at, revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+     $9, $10)";
+
+/// Cross-tenant on purpose: the presented key decides the tenant.
+pub const FIND_KEY_BY_HASH: &str =
+    concat!("SELECT ", key_cols!(), " FROM api_keys WHERE key_hash = $1");
+
+pub const LIST_KEYS: &str = concat!(
+    "SELECT ",
+    key_cols!(),
+    " FROM api_keys WHERE tenant = $1 ORDER BY created_at, id"
+);
+
+/// Cross-tenant on purpose: the local operator's `keys list`.
+pub const LIST_ALL_KEYS: &str = concat!(
+    "SELECT ",
+    key_cols!(),
+    " FROM api_keys ORDER BY tenant, created_at, id"
+);
+
+pub const REVOKE_KEY: &str = "UPDATE api_keys SET revoked_at = $3 WHERE tenant = $1 AND id = $2 \
+     AND revoked_at IS NULL";
+
+/// Cross-tenant on purpose: the local operator revokes by id alone (ids are unique).
+pub const REVOKE_KEY_ANY_TENANT: &str =
+    "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+
+pub const TOUCH_KEY: &str = "UPDATE api_keys SET last_used_at = $3 WHERE tenant = $1 AND id = $2";
+
+pub const COUNT_KEYS: &str = "SELECT COUNT(*) AS n FROM api_keys";

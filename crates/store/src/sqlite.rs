@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use etl_agent::keys::{ApiKey, KeyStore};
 use etl_engine::{
     Connection, Flow, LogLine, Run, RunQuery, RunStatus, Schedule, Store, StoreError, StoreResult,
     Timestamp,
@@ -50,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "run liveness",
         include_str!("../migrations/sqlite/0002_run_liveness.sql"),
+    ),
+    (
+        3,
+        "api keys",
+        include_str!("../migrations/sqlite/0003_api_keys.sql"),
     ),
 ];
 
@@ -788,5 +794,96 @@ impl Store for SqliteStore {
                 _ => failed(doing, e),
             })?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn insert_key(&self, key: &ApiKey) -> StoreResult<()> {
+        sqlx::query(sql::INSERT_KEY)
+            .bind(&key.id)
+            .bind(&key.tenant)
+            .bind(&key.name)
+            .bind(key.role.as_str())
+            .bind(&key.prefix)
+            .bind(&key.hash)
+            .bind(codec::ts(key.created_at))
+            .bind(codec::opt_ts(key.expires_at))
+            .bind(codec::opt_ts(key.revoked_at))
+            .bind(codec::opt_ts(key.last_used_at))
+            .execute(&self.writer)
+            .await
+            .map_err(|e| match kind(&e) {
+                // The hash itself never goes into a message: it identifies the key.
+                Some(ErrorKind::UniqueViolation) => StoreError::Conflict(format!(
+                    "an API key with id '{}' or the same secret already exists",
+                    key.id
+                )),
+                _ => failed(format!("saving API key '{}'", key.name), e),
+            })?;
+        Ok(())
+    }
+
+    async fn find_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
+        let row = sqlx::query(sql::FIND_KEY_BY_HASH)
+            .bind(hash)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| failed("looking up an API key", e))?;
+        row.as_ref().map(codec::api_key).transpose()
+    }
+
+    async fn list_keys(&self, tenant: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+        let statement = match tenant {
+            Some(tenant) => sqlx::query(sql::LIST_KEYS).bind(tenant),
+            None => sqlx::query(sql::LIST_ALL_KEYS),
+        };
+        let rows = statement.fetch_all(&self.reader).await.map_err(|e| {
+            failed(
+                match tenant {
+                    Some(t) => format!("listing the API keys of tenant '{t}'"),
+                    None => "listing the API keys".to_string(),
+                },
+                e,
+            )
+        })?;
+        rows.iter().map(codec::api_key).collect()
+    }
+
+    async fn revoke_key(&self, tenant: Option<&str>, id: &str, at: Timestamp) -> StoreResult<bool> {
+        let statement = match tenant {
+            Some(tenant) => sqlx::query(sql::REVOKE_KEY)
+                .bind(tenant)
+                .bind(id)
+                .bind(codec::ts(at)),
+            None => sqlx::query(sql::REVOKE_KEY_ANY_TENANT)
+                .bind(id)
+                .bind(codec::ts(at)),
+        };
+        let done = statement
+            .execute(&self.writer)
+            .await
+            .map_err(|e| failed(format!("revoking API key '{id}'"), e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_key(&self, tenant: &str, id: &str, at: Timestamp) -> StoreResult<()> {
+        sqlx::query(sql::TOUCH_KEY)
+            .bind(tenant)
+            .bind(id)
+            .bind(codec::ts(at))
+            .execute(&self.writer)
+            .await
+            .map_err(|e| failed(format!("recording the use of API key '{id}'"), e))?;
+        Ok(())
+    }
+
+    async fn count_keys(&self) -> StoreResult<u64> {
+        let row = sqlx::query(sql::COUNT_KEYS)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(|e| failed("counting the API keys", e))?;
+        let n = row.int("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }

@@ -18,6 +18,8 @@
 //! - timestamps come back exactly, to the microsecond.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use etl_agent::keys::{ApiKey, KeyStore};
+use etl_engine::host::Role;
 use etl_engine::{
     Connection, Endpoint, Flow, FlowSpec, LogLine, Mapping, Run, RunQuery, RunStatus, RunTrigger,
     Schedule, Store, StoreError, Timestamp, Trigger,
@@ -37,6 +39,126 @@ pub async fn conformance(store: &dyn Store) {
     delete_flow_cascades(store).await;
     tenant_isolation(store).await;
     concurrent_writers(store).await;
+}
+
+/// Runs every check of the API-key port against `keys`, which must hold no keys yet. Panics on
+/// the first failure.
+///
+/// Pinned down: keys come back exactly (timestamps to the microsecond, role, prefix, hash);
+/// `find_key_by_hash` finds revoked and expired keys too (the caller decides); lists are oldest
+/// first and a tenant's list holds only its keys; revoking is scoped to the tenant when one is
+/// given, happens once, and keeps the row; a second key with the same hash or id is a
+/// `Conflict`; `count_keys` counts every tenant's keys, revoked ones included.
+pub async fn key_conformance(keys: &dyn KeyStore) {
+    assert_eq!(
+        keys.count_keys().await.unwrap(),
+        0,
+        "count_keys: starts empty"
+    );
+    let a1 = api_key("tenant-a", "key_a1", "ci", Role::Admin, at(0));
+    let a2 = api_key("tenant-a", "key_a2", "dashboard", Role::Readonly, at(5));
+    let b1 = api_key("tenant-b", "key_b1", "ci", Role::User, at(1));
+    for k in [&a1, &a2, &b1] {
+        keys.insert_key(k).await.unwrap();
+    }
+    assert_eq!(keys.count_keys().await.unwrap(), 3, "count_keys");
+
+    let found = keys.find_key_by_hash(&a2.hash).await.unwrap();
+    assert_eq!(
+        found.as_ref(),
+        Some(&a2),
+        "find_key_by_hash round-trips every field"
+    );
+    assert_eq!(keys.find_key_by_hash(&"0".repeat(64)).await.unwrap(), None);
+
+    let ids = |list: Vec<ApiKey>| list.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(keys.list_keys(Some("tenant-a")).await.unwrap()),
+        ["key_a1", "key_a2"]
+    );
+    assert_eq!(
+        ids(keys.list_keys(Some("tenant-b")).await.unwrap()),
+        ["key_b1"]
+    );
+    assert!(keys.list_keys(Some("tenant-c")).await.unwrap().is_empty());
+    assert_eq!(
+        ids(keys.list_keys(None).await.unwrap()),
+        ["key_a1", "key_a2", "key_b1"],
+        "list_keys(None) spans tenants, by tenant then age"
+    );
+
+    // Same hash or same id: a conflict, and nothing is overwritten.
+    let mut clash = api_key("tenant-b", "key_b2", "copy", Role::User, at(9));
+    clash.hash = a1.hash.clone();
+    assert!(matches!(
+        keys.insert_key(&clash).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut clash = api_key("tenant-b", "key_a1", "copy", Role::User, at(9));
+    clash.hash = "f".repeat(64);
+    assert!(matches!(
+        keys.insert_key(&clash).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(keys.count_keys().await.unwrap(), 3);
+
+    // Revocation: scoped by tenant, once, and the row stays for the record.
+    assert!(
+        !keys
+            .revoke_key(Some("tenant-b"), "key_a1", at(20))
+            .await
+            .unwrap(),
+        "revoke_key: another tenant cannot revoke a key"
+    );
+    assert!(
+        keys.revoke_key(Some("tenant-a"), "key_a1", at(20))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !keys
+            .revoke_key(Some("tenant-a"), "key_a1", at(21))
+            .await
+            .unwrap(),
+        "revoke_key: a revoked key is not revoked again"
+    );
+    assert!(
+        keys.revoke_key(None, "key_b1", at(22)).await.unwrap(),
+        "revoke by id alone"
+    );
+    assert!(!keys.revoke_key(None, "key_nope", at(22)).await.unwrap());
+    let revoked = keys.find_key_by_hash(&a1.hash).await.unwrap().unwrap();
+    assert_eq!(
+        revoked.revoked_at,
+        Some(at(20)),
+        "the first revocation time stays"
+    );
+    assert_eq!(keys.count_keys().await.unwrap(), 3, "revoked keys are kept");
+
+    keys.touch_key("tenant-a", "key_a2", at(30)).await.unwrap();
+    keys.touch_key("tenant-b", "key_a2", at(40)).await.unwrap();
+    let touched = keys.find_key_by_hash(&a2.hash).await.unwrap().unwrap();
+    assert_eq!(
+        touched.last_used_at,
+        Some(at(30)),
+        "touch_key: another tenant's touch changes nothing"
+    );
+}
+
+/// A key with a hash derived from its id (tests never need the plain key).
+pub fn api_key(tenant: &str, id: &str, name: &str, role: Role, created: Timestamp) -> ApiKey {
+    ApiKey {
+        id: id.into(),
+        tenant: tenant.into(),
+        name: name.into(),
+        role,
+        prefix: "AbCd1234".into(),
+        hash: etl_agent::keys::hash_secret(id),
+        created_at: created,
+        expires_at: Some(created + Duration::days(30)),
+        revoked_at: None,
+        last_used_at: None,
+    }
 }
 
 // ---- fixtures -------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use etl_engine::{RunQuery, RunStatus, Store, StoreError};
 use etl_store::SqliteStore;
-use etl_store::testing::{at, conformance, connection, flow, log_lines, run, schedule};
+use etl_store::testing::{
+    at, conformance, connection, flow, key_conformance, log_lines, run, schedule,
+};
 use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
 
@@ -25,6 +27,7 @@ async fn conformance_on_a_file() {
         .await
         .unwrap();
     conformance(&store).await;
+    key_conformance(&store).await;
     store.close().await;
 }
 
@@ -33,6 +36,7 @@ async fn conformance_in_memory() {
     let store = SqliteStore::open_in_memory().await.unwrap();
     assert_eq!(store.path(), Path::new(":memory:"));
     conformance(&store).await;
+    key_conformance(&store).await;
 }
 
 #[tokio::test]
@@ -55,7 +59,7 @@ async fn open_creates_parent_directories_and_uses_wal() {
         .unwrap();
     assert_eq!(
         versions,
-        [1, 2],
+        [1, 2, 3],
         "migrations are recorded in schema_migrations"
     );
     conn.close().await.unwrap();
@@ -116,7 +120,7 @@ async fn data_survives_close_and_reopen_and_migrations_run_once() {
         .fetch_one(&mut raw)
         .await
         .unwrap();
-    assert_eq!(applied, 2, "reopening does not re-apply migrations");
+    assert_eq!(applied, 3, "reopening does not re-apply migrations");
 }
 
 #[tokio::test]
