@@ -1,17 +1,25 @@
-//! Streams the records of one JSON document without loading it: serde visits the document,
-//! descends along `records_path`, and hands each element of the records array to a callback
-//! as soon as it is parsed. Everything else in the document is skipped unparsed.
+//! Flatten-while-parsing JSON reading, shared by every connector that reads JSON records (the
+//! `file` connector's JSON and NDJSON, the `http` connector's pages).
 //!
 //! Records are deserialized straight into flattened (column, value) pairs ([`FlatRecord`]),
-//! with exactly the rules of [`etl_model::flatten_json`], skipping the intermediate
-//! `serde_json::Value` tree: allocation dominated JSON reading, and this halves it.
+//! with exactly the rules of [`crate::flatten_json`], skipping the intermediate
+//! `serde_json::Value` tree: building that tree (a map and an owned key per field) and then
+//! flattening it again dominated JSON reading, mostly in the allocator.
+//!
+//! [`stream_records`] and [`stream_records_from_slice`] stream one document: serde visits it,
+//! descends along `records_path`, and hands each element of the records array to a callback as
+//! soon as it is parsed. Everything else in the document is skipped unparsed. Readers with their
+//! own notion of where records are (the HTTP source's pagination) compose [`FlatRecord`],
+//! [`FlatRecordSeed`] and [`flatten_map`] in their own visitor.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Read;
 
-use etl_model::Value;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::Value;
 
 /// Why the callback asked to stop; carried out of the deserializer untouched.
 pub type Emit<'a, H> = &'a mut dyn FnMut(Vec<(String, Value)>) -> Result<(), H>;
@@ -32,13 +40,33 @@ struct State<'a, H> {
     halted: Option<H>,
     found: bool,
     missing: Option<(usize, String)>,
+    /// Fields of the previous record, to size the next one's vector in one allocation.
+    hint: usize,
 }
 
 /// Reads one JSON document from `reader` and calls `emit` for every record: the elements of
 /// the array at `path` (or of the top-level array when `path` is empty), or the one object
-/// found there.
+/// found there. The reader is read in small pieces, so memory stays at one record.
 pub fn stream_records<R: Read, H>(
     reader: R,
+    path: &[String],
+    emit: Emit<'_, H>,
+) -> Result<(), StreamError<H>> {
+    stream(serde_json::Deserializer::from_reader(reader), path, emit)
+}
+
+/// [`stream_records`] over a document already in memory (an HTTP answer): strings and keys
+/// without escapes are borrowed from `bytes` instead of copied through a scratch buffer.
+pub fn stream_records_from_slice<H>(
+    bytes: &[u8],
+    path: &[String],
+    emit: Emit<'_, H>,
+) -> Result<(), StreamError<H>> {
+    stream(serde_json::Deserializer::from_slice(bytes), path, emit)
+}
+
+fn stream<'de, R: serde_json::de::Read<'de>, H>(
+    mut de: serde_json::Deserializer<R>,
     path: &[String],
     emit: Emit<'_, H>,
 ) -> Result<(), StreamError<H>> {
@@ -47,8 +75,8 @@ pub fn stream_records<R: Read, H>(
         halted: None,
         found: false,
         missing: None,
+        hint: 0,
     };
-    let mut de = serde_json::Deserializer::from_reader(reader);
     let result = At {
         path,
         depth: 0,
@@ -131,7 +159,8 @@ impl<'de, H> Visitor<'de> for At<'_, '_, '_, H> {
             return Ok(());
         }
         self.state.found = true;
-        while let Some(FlatRecord(fields)) = seq.next_element::<FlatRecord>()? {
+        while let Some(fields) = seq.next_element_seed(FlatRecordSeed(self.state.hint))? {
+            self.state.hint = fields.len();
             self.emit(fields)?;
         }
         Ok(())
@@ -140,18 +169,13 @@ impl<'de, H> Visitor<'de> for At<'_, '_, '_, H> {
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         let Some(key) = self.path.first() else {
             self.state.found = true;
-            let mut fields = Vec::new();
-            Flatten {
-                prefix: "",
-                out: &mut fields,
-            }
-            .visit_map(map)?;
+            let fields = flatten_map(map, 0)?;
             return self.emit(fields);
         };
         let mut seen = Vec::new();
         let mut found_here = false;
-        while let Some(k) = map.next_key::<String>()? {
-            if !found_here && &k == key {
+        while let Some(JsonKey(k)) = map.next_key::<JsonKey>()? {
+            if !found_here && k == key.as_str() {
                 found_here = true;
                 map.next_value_seed(At {
                     path: &self.path[1..],
@@ -161,7 +185,7 @@ impl<'de, H> Visitor<'de> for At<'_, '_, '_, H> {
             } else {
                 map.next_value::<IgnoredAny>()?;
                 if seen.len() < 20 {
-                    seen.push(k);
+                    seen.push(k.into_owned());
                 }
             }
         }
@@ -185,11 +209,39 @@ pub struct FlatRecord(pub Vec<(String, Value)>);
 
 impl<'de> Deserialize<'de> for FlatRecord {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(RecordVisitor).map(FlatRecord)
+        FlatRecordSeed(0).deserialize(d).map(FlatRecord)
     }
 }
 
-struct RecordVisitor;
+/// Deserializes one record like [`FlatRecord`], reserving room for the given number of fields
+/// up front. Readers of many records pass the previous record's field count, so a record's
+/// vector is allocated once instead of growing by doubling.
+#[derive(Clone, Copy, Debug)]
+pub struct FlatRecordSeed(pub usize);
+
+impl<'de> DeserializeSeed<'de> for FlatRecordSeed {
+    type Value = Vec<(String, Value)>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(RecordVisitor(self.0))
+    }
+}
+
+/// Flattens the object `map` is positioned in (its keys not yet read) into (column, value)
+/// pairs, as [`FlatRecord`] does for an object record; `capacity` as in [`FlatRecordSeed`].
+pub fn flatten_map<'de, A: MapAccess<'de>>(
+    map: A,
+    capacity: usize,
+) -> Result<Vec<(String, Value)>, A::Error> {
+    let mut out = Vec::with_capacity(capacity);
+    Flatten {
+        prefix: "",
+        out: &mut out,
+    }
+    .visit_map(map)?;
+    Ok(out)
+}
+
+struct RecordVisitor(usize);
 
 impl<'de> Visitor<'de> for RecordVisitor {
     type Value = Vec<(String, Value)>;
@@ -199,13 +251,7 @@ impl<'de> Visitor<'de> for RecordVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        Flatten {
-            prefix: "",
-            out: &mut out,
-        }
-        .visit_map(map)?;
-        Ok(out)
+        flatten_map(map, self.0)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
@@ -249,11 +295,16 @@ struct Flatten<'a> {
 
 impl<'de> Flatten<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(JsonKey(key)) = map.next_key::<JsonKey>()? {
             let name = if self.prefix.is_empty() {
-                key
+                key.into_owned()
             } else {
-                format!("{}_{key}", self.prefix)
+                // One allocation for the column name; the key itself is usually borrowed.
+                let mut name = String::with_capacity(self.prefix.len() + 1 + key.len());
+                name.push_str(self.prefix);
+                name.push('_');
+                name.push_str(&key);
+                name
             };
             map.next_value_seed(Field {
                 name,
@@ -261,6 +312,35 @@ impl<'de> Flatten<'_> {
             })?;
         }
         Ok(())
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes (slice input), else owned.
+/// (serde's own `Cow<str>` always copies.)
+pub struct JsonKey<'de>(pub Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for JsonKey<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = JsonKey<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<JsonKey<'de>, E> {
+        Ok(JsonKey(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<JsonKey<'de>, E> {
+        Ok(JsonKey(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<JsonKey<'de>, E> {
+        Ok(JsonKey(Cow::Owned(v)))
     }
 }
 
@@ -353,9 +433,12 @@ mod tests {
             r#"{}"#,
         ];
         for text in samples {
-            let expected = etl_model::flatten_json(&serde_json::from_str(text).unwrap());
+            let expected = crate::flatten_json(&serde_json::from_str(text).unwrap());
             let FlatRecord(got) = serde_json::from_str(text).unwrap();
             assert_eq!(got, expected, "{text}");
+            // Through a reader, keys and strings arrive as transient slices instead of borrows.
+            let FlatRecord(got) = serde_json::from_reader(text.as_bytes()).unwrap();
+            assert_eq!(got, expected, "{text} (reader)");
         }
     }
 }

@@ -8,6 +8,7 @@ mod batch;
 mod connector;
 mod error;
 mod flatten;
+mod json_stream;
 mod props;
 mod retry;
 mod spec;
@@ -20,6 +21,10 @@ pub use connector::{
 };
 pub use error::{ConnectorError, ErrorKind};
 pub use flatten::flatten_json;
+pub use json_stream::{
+    Emit, FlatRecord, FlatRecordSeed, JsonKey, StreamError, flatten_map, stream_records,
+    stream_records_from_slice,
+};
 pub use props::{Props, parse_duration};
 pub use retry::RetryPolicy;
 pub use spec::{ConnectorSpec, PropKind, PropSpec, nearest, validate};

@@ -7,7 +7,6 @@
 //! The user documentation is `docs/connectors/file.md`.
 
 mod format;
-mod json_stream;
 mod paths;
 mod sink;
 mod source;

@@ -7,13 +7,15 @@ use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use etl_model::{Batch, ConnectorError, RecordBuilder, RunLogger, Source, Value};
+use etl_model::{
+    Batch, ConnectorError, FlatRecord, RecordBuilder, RunLogger, Source, StreamError, Value,
+    stream_records,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::format::Format;
-use crate::json_stream::{FlatRecord, StreamError, stream_records};
 use crate::paths::{Matched, io_error};
 
 /// The name of the column `include_file_name` adds.

@@ -5,7 +5,7 @@ use etl_model::{ConnectorError, Props};
 use reqwest::Url;
 use reqwest::header::HeaderMap;
 
-use crate::records::{at_path, describe_top_level};
+use crate::records::describe_body;
 
 pub(crate) const PAGINATION_CHOICES: &[&str] = &[
     "none",
@@ -184,13 +184,23 @@ impl Paging {
         out
     }
 
-    /// Advances past a page of `count` records. Answers what comes next.
+    /// The dot path of the value this style reads from each response (cursor or next URL).
+    pub fn capture_path(&self) -> Option<&str> {
+        match &self.style {
+            Style::Cursor { path, .. } | Style::NextUrl { path } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Advances past a page of `count` records. `captured` is the value found at
+    /// [`Paging::capture_path`] in the page `body`. Answers what comes next.
     pub fn advance(
         &mut self,
         count: usize,
         current: &Url,
         headers: &HeaderMap,
-        body: &serde_json::Value,
+        captured: Option<&serde_json::Value>,
+        body: &[u8],
     ) -> Result<Next, ConnectorError> {
         let short = |size: Option<u64>| size.is_some_and(|s| (count as u64) < s);
         match &mut self.style {
@@ -217,7 +227,7 @@ impl Paging {
                 Ok(Next::Params)
             }
             Style::Cursor { path, next, .. } => {
-                let found = at_path(body, path).and_then(scalar_text);
+                let found = captured.and_then(scalar_text);
                 match found {
                     None => Ok(Next::Done(format!(
                         "the response has no cursor at '{path}'"
@@ -233,7 +243,7 @@ impl Paging {
                     }
                 }
             }
-            Style::NextUrl { path } => match at_path(body, path).and_then(scalar_text) {
+            Style::NextUrl { path } => match captured.and_then(scalar_text) {
                 None => Ok(Next::Done(format!(
                     "the response has no next URL at '{path}'"
                 ))),
@@ -241,7 +251,7 @@ impl Paging {
                     let url = current.join(&link).map_err(|e| {
                         ConnectorError::read(format!(
                             "the next-page URL '{link}' at '{path}' is not a valid URL ({e}); check source.next_url_path (the response has {})",
-                            describe_top_level(body)
+                            describe_body(body)
                         ))
                     })?;
                     Ok(Next::Url(url))
@@ -375,14 +385,10 @@ mod tests {
             ]
         );
         let url = Url::parse("http://h/x").unwrap();
-        let next = p
-            .advance(10, &url, &HeaderMap::new(), &serde_json::Value::Null)
-            .unwrap();
+        let next = p.advance(10, &url, &HeaderMap::new(), None, b"[]").unwrap();
         assert!(matches!(next, Next::Params));
         assert_eq!(p.params(false)[0], ("offset".to_string(), 10.into()));
-        let next = p
-            .advance(3, &url, &HeaderMap::new(), &serde_json::Value::Null)
-            .unwrap();
+        let next = p.advance(3, &url, &HeaderMap::new(), None, b"[]").unwrap();
         assert!(matches!(next, Next::Done(_)));
     }
 }

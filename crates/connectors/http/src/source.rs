@@ -1,16 +1,17 @@
-//! The HTTP source: requests pages one after another, takes the records out of each JSON answer,
-//! flattens them and hands them on in batches, holding at most one batch plus one page.
+//! The HTTP source: requests pages one after another, reads the records out of each JSON answer
+//! (flattened while parsed) and hands them on in batches, holding at most one batch plus one
+//! page.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use etl_model::{
-    Batch, ConnectorError, Props, RecordBuilder, RunContext, Source, SourceRequest, flatten_json,
+    Batch, ConnectorError, Props, RecordBuilder, RunContext, Source, SourceRequest, Value,
 };
 use reqwest::{Method, Url};
 
 use crate::paging::{Next, Paging, Style};
-use crate::records::{Locator, not_json_message};
+use crate::records::{Locator, PageError, not_json_message};
 use crate::request::{Call, fetch, human};
 use crate::settings::Settings;
 
@@ -28,7 +29,8 @@ pub(crate) struct HttpSource {
     locator: Option<Locator>,
     /// The next page's URL in the next_url and link_header styles.
     next_url: Option<Url>,
-    pending: std::vec::IntoIter<serde_json::Value>,
+    /// The current page's records, already flattened.
+    pending: std::vec::IntoIter<Vec<(String, Value)>>,
     done: bool,
     pages: u64,
     records: u64,
@@ -193,38 +195,48 @@ impl HttpSource {
             .headers
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let mut json: serde_json::Value = serde_json::from_slice(&fetched.body).map_err(|e| {
+        let not_json = |e: &serde_json::Error| {
             ConnectorError::read(format!(
                 "{method} {shown}: {}",
                 self.s
-                    .redact_text(&not_json_message(&fetched.body, content_type, &e))
+                    .redact_text(&not_json_message(&fetched.body, content_type, e))
             ))
-        })?;
-        drop(fetched.body);
+        };
 
         let locator = match &self.locator {
             Some(l) => l.clone(),
             None => {
-                let l = Locator::detect(&json);
+                let l = Locator::detect(&fetched.body).map_err(|e| not_json(&e))?;
                 self.ctx
                     .info(&format!("records are read from {}", l.describe()));
                 self.locator = Some(l.clone());
                 l
             }
         };
-        let items = locator.take(&mut json).map_err(|why| {
-            ConnectorError::read(format!("{method} {shown}: {}", self.s.redact_text(&why)))
-        })?;
-        let count = items.len();
+        let page_read = locator
+            .read(&fetched.body, self.paging.capture_path())
+            .map_err(|e| match e {
+                PageError::Json(e) => not_json(&e),
+                PageError::Shape(why) => {
+                    ConnectorError::read(format!("{method} {shown}: {}", self.s.redact_text(&why)))
+                }
+            })?;
+        let count = page_read.records.len();
         self.records += count as u64;
         self.ctx.info(&format!(
             "page {page}: {method} {shown} answered HTTP {} with {count} records in {}",
             fetched.status.as_u16(),
             human(fetched.elapsed)
         ));
-        self.pending = items.into_iter();
+        self.pending = page_read.records.into_iter();
 
-        match self.paging.advance(count, &url, &fetched.headers, &json)? {
+        match self.paging.advance(
+            count,
+            &url,
+            &fetched.headers,
+            page_read.captured.as_ref(),
+            &fetched.body,
+        )? {
             Next::Done(why) => self.finish(&why),
             _ if self.paging.max_pages.is_some_and(|m| page >= m) => {
                 let why = format!(
@@ -269,7 +281,7 @@ impl Source for HttpSource {
         let mut builder = RecordBuilder::new();
         while builder.len() < self.batch_size {
             match self.pending.next() {
-                Some(record) => builder.push(flatten_json(&record)),
+                Some(record) => builder.push(record),
                 None if self.done => break,
                 None => self.fetch_page().await?,
             }
