@@ -146,8 +146,14 @@ pub(crate) fn describe(dialect: Dialect, e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(db) => match db.code() {
             Some(code) if dialect == Dialect::Postgres => {
+                // The context names the row of a failed COPY ("COPY t, line 3, column id: ...").
+                let at = db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|pg| pg.r#where())
+                    .map(|w| format!(", at {w}"))
+                    .unwrap_or_default();
                 format!(
-                    "{} said: {} (SQLSTATE {code})",
+                    "{} said: {} (SQLSTATE {code}){at}",
                     dialect.title(),
                     db.message()
                 )

@@ -54,6 +54,13 @@ static SOURCE_PROPS: &[PropSpec] = &[
     .example("id"),
 ];
 
+static DESTINATION_PROPS: &[PropSpec] = &[PropSpec::integer(
+    "commit_rows",
+    "append and merge commit once this many rows have been written since the last commit (and at the end); a failure or a stop rolls back only the rows since then. 1 commits every batch",
+)
+.default("100000")
+.example("500000")];
+
 static SQLITE_SPEC: ConnectorSpec = ConnectorSpec {
     type_name: "sqlite",
     title: "SQLite",
@@ -76,7 +83,7 @@ static SQLITE_SPEC: ConnectorSpec = ConnectorSpec {
         .default("5s"),
     ],
     source: SOURCE_PROPS,
-    destination: &[],
+    destination: DESTINATION_PROPS,
 };
 
 static POSTGRES_SPEC: ConnectorSpec = ConnectorSpec {
@@ -114,7 +121,7 @@ static POSTGRES_SPEC: ConnectorSpec = ConnectorSpec {
         PropSpec::duration("connect_timeout", "how long to wait for a connection").default("10s"),
     ],
     source: SOURCE_PROPS,
-    destination: &[],
+    destination: DESTINATION_PROPS,
 };
 
 static MYSQL_SPEC: ConnectorSpec = ConnectorSpec {
@@ -147,7 +154,7 @@ static MYSQL_SPEC: ConnectorSpec = ConnectorSpec {
         PropSpec::duration("connect_timeout", "how long to wait for a connection").default("10s"),
     ],
     source: SOURCE_PROPS,
-    destination: &[],
+    destination: DESTINATION_PROPS,
 };
 
 /// What the three connectors share: the dialect and the pool cache.

@@ -1,8 +1,15 @@
 //! Writing: creates the destination table from the first batch's inferred types, adds columns a
 //! batch brings, and loads rows by mode. PostgreSQL loads through `COPY ... FROM STDIN`;
 //! MySQL and SQLite through multi-row `INSERT`s with bound values, chunked under the
-//! placeholder limits. `append`/`merge` commit each batch in its own transaction; `replace`
-//! fills a staging table that `finish` swaps in and `abort` drops.
+//! placeholder limits.
+//!
+//! Batches are committed in groups: `append` and `merge` keep one transaction (for PostgreSQL
+//! append, one open `COPY`) across `write` calls and commit when the group holds `commit_rows`
+//! rows, when a batch brings other columns, or at `finish`. A commit costs a round trip plus a
+//! ~30-60 ms wait for the server's delayed ACK on PostgreSQL (the driver leaves Nagle on), so
+//! paying it once per group instead of once per batch is what makes loads approach `psql \copy`.
+//! A failure or a stop rolls back the open group only. `replace` groups the same way into a
+//! staging table that `finish` swaps in and `abort` drops.
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -10,18 +17,28 @@ use std::io::Write as _;
 use etl_model::{
     Batch, ColumnType, ConnectorError, ErrorKind, RunContext, Sink, SinkRequest, Value, WriteMode,
 };
-use sqlx::postgres::PgConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, Type};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::conn::{Db, Pool};
 use crate::dialect::{Dialect, TableRef, classify_declared};
 
+/// Rows per commit group when the flow does not set `destination.commit_rows`: ten of the
+/// engine's default batches, so the per-commit cost is paid once per 100,000 rows while a
+/// failure rolls back at most that many.
+pub(crate) const DEFAULT_COMMIT_ROWS: u64 = 100_000;
 /// Upper bound on the bound-value bytes of one INSERT: MariaDB's default packet limit is
 /// 16 MB, so statements stay well under it even with wide text rows.
 const INSERT_BYTES: usize = 4 << 20;
 /// COPY data is sent in pieces of about this size.
 const COPY_CHUNK: usize = 1 << 20;
+/// COPY pieces queued for a group's writer task: encoding the next batch overlaps sending this
+/// one, and memory stays bounded by a few pieces.
+const COPY_QUEUE: usize = 4;
 
 /// Binds one engine value as the natural parameter type of the database.
 pub(crate) fn bind_value<'q, DB>(
@@ -125,44 +142,226 @@ fn copy_value(buf: &mut Vec<u8>, v: &Value) {
     }
 }
 
-/// Streams a batch into an open `COPY ... FROM STDIN` and completes it.
-async fn copy_rows(
-    conn: &mut PgConnection,
-    statement: &str,
-    batch: &Batch,
-    types: &[Option<ColumnType>],
-) -> Result<u64, sqlx::Error> {
-    let mut copy = conn.copy_in_raw(statement).await?;
-    let mut buf = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
-    for row in &batch.rows {
-        for (i, (v, ty)) in row.iter().zip(types).enumerate() {
-            if i > 0 {
-                buf.push(b'\t');
-            }
-            copy_value(&mut buf, &coerce(v, *ty, Dialect::Postgres));
+/// Appends one row in COPY text format.
+fn copy_row(buf: &mut Vec<u8>, row: &[Value], types: &[Option<ColumnType>]) {
+    for (i, (v, ty)) in row.iter().zip(types).enumerate() {
+        if i > 0 {
+            buf.push(b'\t');
         }
-        buf.push(b'\n');
-        if buf.len() >= COPY_CHUNK {
-            copy.send(&buf[..]).await?;
-            buf.clear();
-        }
+        copy_value(buf, &coerce(v, *ty, Dialect::Postgres));
     }
-    if !buf.is_empty() {
-        copy.send(&buf[..]).await?;
-    }
-    copy.finish().await
+    buf.push(b'\n');
 }
 
-/// One transaction of multi-row INSERTs (MySQL, SQLite), each under the placeholder and byte
-/// limits. `tail` is the upsert clause for merge.
+/// What a PostgreSQL group's writer task is told.
+enum PgCmd {
+    /// A piece of COPY text.
+    Data(Vec<u8>),
+    /// Complete the COPY and commit.
+    Commit,
+}
+
+/// The statements of one PostgreSQL group: `setup` before the COPY, `after` once it completes.
+struct PgPlan {
+    setup: Vec<String>,
+    copy: String,
+    after: Vec<String>,
+    /// The group runs inside BEGIN ... COMMIT (merge) and must be rolled back on abort.
+    in_tx: bool,
+}
+
+/// A PostgreSQL group: a task that owns a connection with one `COPY ... FROM STDIN` open for
+/// the whole group. The task owns the connection because the driver's COPY handle borrows
+/// it; it also means a `write` stopped half-way (the engine drops the future on cancel) never
+/// leaves a half-sent message on the wire: the task only ever sees whole pieces.
+struct PgGroup {
+    tx: mpsc::Sender<PgCmd>,
+    task: JoinHandle<Result<Option<u64>, sqlx::Error>>,
+}
+
+impl PgGroup {
+    fn start(pool: PgPool, plan: PgPlan) -> PgGroup {
+        let (tx, rx) = mpsc::channel(COPY_QUEUE);
+        PgGroup {
+            tx,
+            task: tokio::spawn(pg_group(pool, plan, rx)),
+        }
+    }
+
+    /// Encodes a batch as COPY text and queues it. Fails only when the task already ended
+    /// (its error is collected by [`PgGroup::commit`] or [`PgGroup::rollback`]).
+    async fn send(&self, batch: &Batch, types: &[Option<ColumnType>]) -> bool {
+        let mut buf = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
+        for row in &batch.rows {
+            copy_row(&mut buf, row, types);
+            if buf.len() >= COPY_CHUNK {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(COPY_CHUNK + 64 * 1024));
+                if self.tx.send(PgCmd::Data(full)).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        buf.is_empty() || self.tx.send(PgCmd::Data(buf)).await.is_ok()
+    }
+
+    /// Completes the COPY and commits; answers the rows the server loaded. Borrows the group
+    /// so that a stop while the commit is in flight still finds it and can tell what happened.
+    async fn commit(&mut self) -> Result<u64, sqlx::Error> {
+        // A closed channel means the task ended with an error, which joining reports.
+        let _ = self.tx.send(PgCmd::Commit).await;
+        match (&mut self.task).await {
+            Ok(Ok(Some(n))) => Ok(n),
+            Ok(Ok(None)) => Err(sqlx::Error::Protocol(
+                "the COPY was discarded before it could be committed".into(),
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(join) => Err(sqlx::Error::Protocol(format!(
+                "the task streaming the COPY stopped: {join}"
+            ))),
+        }
+    }
+
+    /// Discards the open COPY (and the group's transaction). Answers the rows that were
+    /// committed after all, which happens only when a stop interrupted a commit in flight.
+    async fn rollback(self) -> Option<u64> {
+        drop(self.tx);
+        match self.task.await {
+            Ok(Ok(n)) => n,
+            _ => None,
+        }
+    }
+}
+
+/// The writer task of a PostgreSQL group. A connection that saw an error is closed rather
+/// than returned to the pool, so no half-finished COPY or transaction is ever reused; closing
+/// it makes the server roll back whatever was open.
+async fn pg_group(
+    pool: PgPool,
+    plan: PgPlan,
+    mut rx: mpsc::Receiver<PgCmd>,
+) -> Result<Option<u64>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let result = pg_group_on(&mut conn, &plan, &mut rx).await;
+    if result.is_err() {
+        drop(conn.detach());
+    }
+    result
+}
+
+async fn pg_group_on(
+    conn: &mut PgConnection,
+    plan: &PgPlan,
+    rx: &mut mpsc::Receiver<PgCmd>,
+) -> Result<Option<u64>, sqlx::Error> {
+    for sql in &plan.setup {
+        sqlx::query(AssertSqlSafe(sql.clone()))
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut copy = conn.copy_in_raw(&plan.copy).await?;
+    loop {
+        match rx.recv().await {
+            Some(PgCmd::Data(buf)) => {
+                copy.send(buf).await?;
+            }
+            Some(PgCmd::Commit) => {
+                let n = copy.finish().await?;
+                for sql in &plan.after {
+                    sqlx::query(AssertSqlSafe(sql.clone()))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                return Ok(Some(n));
+            }
+            None => {
+                copy.abort("etlworks-agent: the run failed or was stopped, so the open commit group is discarded")
+                    .await?;
+                if plan.in_tx {
+                    sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+                }
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// A MySQL or SQLite group: one pooled connection inside BEGIN ... COMMIT.
+struct TxGroup<DB: Database> {
+    /// Taken out on commit or rollback; still here on drop only when neither completed.
+    conn: Option<PoolConnection<DB>>,
+    /// A statement is in flight. Set while awaiting, so if the engine drops a `write` half-way
+    /// the connection is known to be in an unknown state and is closed instead of reused.
+    busy: bool,
+}
+
+impl<DB: Database> Drop for TxGroup<DB> {
+    fn drop(&mut self) {
+        // Never hand a connection with an open transaction back to the pool: closing it
+        // makes the database roll the transaction back.
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+impl<DB> TxGroup<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    async fn begin(pool: &sqlx::Pool<DB>, begin: &'static str) -> Result<Self, sqlx::Error> {
+        let mut g = TxGroup {
+            conn: Some(pool.acquire().await?),
+            busy: true,
+        };
+        g.exec(begin).await?;
+        g.busy = false;
+        Ok(g)
+    }
+
+    fn conn(&mut self) -> &mut DB::Connection {
+        self.conn
+            .as_deref_mut()
+            .expect("a group's connection is present until it commits or rolls back")
+    }
+
+    async fn exec(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::query(sql).execute(self.conn()).await.map(|_| ())
+    }
+
+    async fn commit(&mut self) -> Result<(), sqlx::Error> {
+        self.busy = true;
+        self.exec("COMMIT").await?;
+        self.busy = false;
+        // Back to the pool, outside any transaction.
+        self.conn.take();
+        Ok(())
+    }
+
+    async fn rollback(mut self) {
+        if self.busy {
+            // Dropping closes the connection, which rolls back.
+            return;
+        }
+        self.busy = true;
+        if self.exec("ROLLBACK").await.is_ok() {
+            self.busy = false;
+            self.conn.take();
+        }
+    }
+}
+
+/// Multi-row INSERTs (MySQL, SQLite) on a connection inside the group's transaction, each
+/// under the placeholder and byte limits. `tail` is the upsert clause for merge.
 async fn insert_rows<DB>(
-    pool: &sqlx::Pool<DB>,
+    conn: &mut DB::Connection,
     d: Dialect,
     table: &str,
     batch: &Batch,
     types: &[Option<ColumnType>],
     tail: &str,
-) -> Result<u64, sqlx::Error>
+) -> Result<(), sqlx::Error>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -175,7 +374,6 @@ where
 {
     let ncols = batch.columns.len().max(1);
     let max_rows = (d.max_params() / ncols).max(1);
-    let mut tx = pool.begin().await?;
     let mut start = 0;
     let mut cached: Option<(usize, String)> = None;
     while start < batch.rows.len() {
@@ -210,11 +408,56 @@ where
                 q = bind_value(q, &coerce(v, *ty, d));
             }
         }
-        q.execute(&mut *tx).await?;
+        q.execute(&mut *conn).await?;
         start = end;
     }
-    tx.commit().await?;
-    Ok(batch.rows.len() as u64)
+    Ok(())
+}
+
+/// The transaction (or COPY) a group of batches shares, by database.
+enum GroupTx {
+    Postgres(PgGroup),
+    Mysql(TxGroup<sqlx::MySql>),
+    Sqlite(TxGroup<sqlx::Sqlite>),
+}
+
+/// The batches written since the last commit.
+struct Group {
+    tx: GroupTx,
+    /// The columns every batch of the group has, in this order (COPY and INSERT name them).
+    columns: Vec<String>,
+    rows: u64,
+    batches: u64,
+    /// The commit was started; if it is still here, a stop interrupted it.
+    committing: bool,
+}
+
+/// Where a group stands relative to the batch being written, for messages.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// The current batch is the group's last.
+    Joined,
+    /// The group ends before the current batch (which brings other columns).
+    Before,
+    /// `finish` commits the run's last batches.
+    Finish,
+}
+
+impl Group {
+    /// "this batch and the 2 before it (30000 rows)", as the engine names the failing batch.
+    fn describe(&self, phase: Phase) -> String {
+        let b = self.batches;
+        let what = match phase {
+            Phase::Joined if b <= 1 => "this batch".to_string(),
+            Phase::Joined if b == 2 => "this batch and the one before it".to_string(),
+            Phase::Joined => format!("this batch and the {} before it", b - 1),
+            Phase::Before if b == 1 => "the batch before this one".to_string(),
+            Phase::Before => format!("the {b} batches before this one"),
+            Phase::Finish if b == 1 => "the last batch".to_string(),
+            Phase::Finish => format!("the last {b} batches"),
+        };
+        format!("{what} ({} rows)", self.rows)
+    }
 }
 
 /// The columns of a table, or `None` when it does not exist.
@@ -348,6 +591,10 @@ pub(crate) struct SqlSink {
     declared: Vec<(String, ColumnType)>,
     /// Replace: rows written to the staging table, visible once it is swapped in.
     staged_rows: u64,
+    /// Rows per commit group (`destination.commit_rows`).
+    commit_rows: u64,
+    /// The batches written but not yet committed.
+    group: Option<Group>,
     ctx: RunContext,
 }
 
@@ -378,6 +625,12 @@ impl SqlSink {
             WriteMode::Replace => table.sibling(table.scratch_name(d, "stage", &req.run_id)),
             _ => table.clone(),
         };
+        let commit_rows = req.options.u64_or("commit_rows", DEFAULT_COMMIT_ROWS)?;
+        if commit_rows == 0 {
+            return Err(ConnectorError::config(format!(
+                "destination option commit_rows must be at least 1 (rows per commit) for {table}, got 0; use commit_rows=1 to commit every batch on its own"
+            )));
+        }
         let columns = if req.mode == WriteMode::Replace {
             None
         } else {
@@ -396,6 +649,8 @@ impl SqlSink {
             keys_checked: false,
             declared: req.column_types,
             staged_rows: 0,
+            commit_rows,
+            group: None,
             ctx: ctx.clone(),
         })
     }
@@ -640,77 +895,233 @@ impl SqlSink {
         Ok(())
     }
 
-    async fn load(&self, batch: &Batch) -> Result<u64, sqlx::Error> {
+    /// The engine types the batch's values are coerced to, from the target's columns.
+    fn types_for(&self, columns: &[String]) -> Vec<Option<ColumnType>> {
         let d = self.d();
         let cols = self.columns.as_deref().unwrap_or_default();
-        let types: Vec<Option<ColumnType>> = batch
-            .columns
+        columns
             .iter()
             .map(|c| {
                 cols.iter()
                     .find(|k| d.same_name(&k.name, c))
                     .and_then(|k| k.ty)
             })
-            .collect();
+            .collect()
+    }
+
+    /// Starts a group whose batches all have `columns`.
+    async fn open_group(&mut self, columns: &[String]) -> Result<(), sqlx::Error> {
+        let d = self.d();
         let target = self.target.sql(d);
-        let col_list = d.column_list(&batch.columns);
-        let merge = self.mode == WriteMode::Merge;
-        match &self.db.pool {
-            Pool::Postgres(p) if !merge => {
-                let mut conn = p.acquire().await?;
-                copy_rows(
-                    &mut conn,
-                    &format!("COPY {target} ({col_list}) FROM STDIN"),
-                    batch,
-                    &types,
-                )
-                .await?;
-                Ok(batch.rows.len() as u64)
-            }
-            Pool::Postgres(p) => {
-                // COPY into a temporary table, then one set-based upsert. DISTINCT ON keeps the
-                // last row per key (heap order of a fresh temp table is arrival order), since
-                // ON CONFLICT may not touch a row twice in one statement.
-                let mut tx = p.begin().await?;
-                sqlx::query(AssertSqlSafe(format!(
-                    "CREATE TEMP TABLE etl_merge ON COMMIT DROP AS SELECT {col_list} FROM {target} WITH NO DATA"
-                )))
-                .execute(&mut *tx)
-                .await?;
-                copy_rows(
-                    &mut tx,
-                    &format!("COPY etl_merge ({col_list}) FROM STDIN"),
-                    batch,
-                    &types,
-                )
-                .await?;
+        let col_list = d.column_list(columns);
+        let tx = match &self.db.pool {
+            Pool::Postgres(p) if self.mode == WriteMode::Merge => {
+                // COPY into a temporary table, then one set-based upsert at commit. DISTINCT
+                // ON keeps the last row per key (heap order of a fresh temp table is arrival
+                // order, across the group's batches too), since ON CONFLICT may not touch a
+                // row twice in one statement.
                 let keys = d.column_list(&self.keys);
-                let upsert = d.upsert_clause(&batch.columns, &self.keys);
-                sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO {target} ({col_list}) SELECT DISTINCT ON ({keys}) {col_list} FROM etl_merge ORDER BY {keys}, ctid DESC{upsert}"
-                )))
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(batch.rows.len() as u64)
+                let upsert = d.upsert_clause(columns, &self.keys);
+                GroupTx::Postgres(PgGroup::start(
+                    p.clone(),
+                    PgPlan {
+                        setup: vec![
+                            "BEGIN".into(),
+                            format!(
+                                "CREATE TEMP TABLE etl_merge ON COMMIT DROP AS SELECT {col_list} FROM {target} WITH NO DATA"
+                            ),
+                        ],
+                        copy: format!("COPY etl_merge ({col_list}) FROM STDIN"),
+                        after: vec![
+                            format!(
+                                "INSERT INTO {target} ({col_list}) SELECT DISTINCT ON ({keys}) {col_list} FROM etl_merge ORDER BY {keys}, ctid DESC{upsert}"
+                            ),
+                            "COMMIT".into(),
+                        ],
+                        in_tx: true,
+                    },
+                ))
             }
-            Pool::Mysql(p) => {
-                let tail = if merge {
-                    d.upsert_clause(&batch.columns, &self.keys)
+            // One COPY statement is its own transaction: all of its rows or none.
+            Pool::Postgres(p) => GroupTx::Postgres(PgGroup::start(
+                p.clone(),
+                PgPlan {
+                    setup: Vec::new(),
+                    copy: format!("COPY {target} ({col_list}) FROM STDIN"),
+                    after: Vec::new(),
+                    in_tx: false,
+                },
+            )),
+            Pool::Mysql(p) => GroupTx::Mysql(TxGroup::begin(p, "BEGIN").await?),
+            // IMMEDIATE takes the write lock now (waiting up to busy_timeout) rather than
+            // failing on the first INSERT when another writer holds it.
+            Pool::Sqlite(p) => GroupTx::Sqlite(TxGroup::begin(p, "BEGIN IMMEDIATE").await?),
+        };
+        self.group = Some(Group {
+            tx,
+            columns: columns.to_vec(),
+            rows: 0,
+            batches: 0,
+            committing: false,
+        });
+        Ok(())
+    }
+
+    /// Adds a batch to the open group (whose columns are the batch's).
+    async fn add_to_group(&mut self, batch: &Batch) -> Result<(), ConnectorError> {
+        let d = self.d();
+        let types = self.types_for(&batch.columns);
+        let target = self.target.sql(d);
+        let tail = if self.mode == WriteMode::Merge && d != Dialect::Postgres {
+            d.upsert_clause(&batch.columns, &self.keys)
+        } else {
+            String::new()
+        };
+        let Some(group) = self.group.as_mut() else {
+            return Err(ConnectorError::write(format!(
+                "writing {} rows to {}: no commit group is open; this is a bug in the sink, please report it",
+                batch.len(),
+                self.table
+            )));
+        };
+        group.batches += 1;
+        group.rows += batch.len() as u64;
+        let what = group.describe(Phase::Joined);
+        let result = match &mut group.tx {
+            GroupTx::Postgres(pg) => {
+                if pg.send(batch, &types).await {
+                    Ok(())
                 } else {
-                    String::new()
-                };
-                insert_rows(p, d, &target, batch, &types, &tail).await
+                    Err(None)
+                }
             }
-            Pool::Sqlite(p) => {
-                let tail = if merge {
-                    d.upsert_clause(&batch.columns, &self.keys)
-                } else {
-                    String::new()
-                };
-                insert_rows(p, d, &target, batch, &types, &tail).await
+            GroupTx::Mysql(g) => {
+                g.busy = true;
+                let r =
+                    insert_rows::<sqlx::MySql>(g.conn(), d, &target, batch, &types, &tail).await;
+                g.busy = false;
+                r.map_err(Some)
             }
+            GroupTx::Sqlite(g) => {
+                g.busy = true;
+                let r =
+                    insert_rows::<sqlx::Sqlite>(g.conn(), d, &target, batch, &types, &tail).await;
+                g.busy = false;
+                r.map_err(Some)
+            }
+        };
+        let e = match result {
+            Ok(()) => return Ok(()),
+            Err(Some(e)) => e,
+            // The PostgreSQL writer stopped early: joining it gives its error.
+            Err(None) => match self.group.take().map(|g| g.tx) {
+                Some(GroupTx::Postgres(mut pg)) => match pg.commit().await {
+                    Err(e) => e,
+                    Ok(_) => {
+                        sqlx::Error::Protocol("the COPY ended before all rows were sent".into())
+                    }
+                },
+                _ => sqlx::Error::Protocol("the COPY ended before all rows were sent".into()),
+            },
+        };
+        let mut err = self.err(format!("writing {} rows to {}", batch.len(), self.table), e);
+        err.message
+            .push_str(&format!("; the open commit group, {what}, was rolled back"));
+        Err(err)
+    }
+
+    /// Commits the open group, if any; answers its rows. On failure the group is rolled back.
+    async fn commit_group(&mut self, phase: Phase) -> Result<u64, ConnectorError> {
+        let Some(group) = self.group.as_mut() else {
+            return Ok(0);
+        };
+        let what = group.describe(phase);
+        let rows = group.rows;
+        group.committing = true;
+        let result = match &mut group.tx {
+            GroupTx::Postgres(pg) => pg.commit().await.map(|_| ()),
+            GroupTx::Mysql(g) => g.commit().await,
+            GroupTx::Sqlite(g) => g.commit().await,
+        };
+        // Dropping the group closes a connection whose COMMIT failed (its transaction is
+        // rolled back) and returns a committed one to the pool.
+        self.group = None;
+        result.map_err(|e| {
+            let mut err = self.err(format!("committing {what} to {}", self.table), e);
+            err.message
+                .push_str("; the group was rolled back, so none of its rows were kept");
+            err
+        })?;
+        Ok(rows)
+    }
+
+    /// Rolls back the open group, if any.
+    async fn rollback_group(&mut self) {
+        let Some(group) = self.group.take() else {
+            return;
+        };
+        let interrupted = group.committing;
+        let committed = match group.tx {
+            GroupTx::Postgres(pg) => pg.rollback().await,
+            GroupTx::Mysql(g) => {
+                g.rollback().await;
+                None
+            }
+            GroupTx::Sqlite(g) => {
+                g.rollback().await;
+                None
+            }
+        };
+        let (rows, table) = (group.rows, &self.table);
+        match committed {
+            // Only when a stop interrupted `write` while the commit was already under way.
+            Some(n) => self.ctx.warn(&format!(
+                "the run stopped while {n} rows were being committed to {table}; the commit completed, so those rows stay although the run does not count them"
+            )),
+            None if interrupted && !matches!(self.db.pool, Pool::Postgres(_)) => {
+                self.ctx.warn(&format!(
+                    "the run stopped while {rows} rows were being committed to {table}; the database may have completed that COMMIT, so check the table for them"
+                ))
+            }
+            None if rows > 0 => self.ctx.info(&format!(
+                "rolled back the uncommitted {rows} rows ({} batches) written to {table}",
+                group.batches
+            )),
+            None => {}
         }
+    }
+
+    /// The body of `write`: any error leaves the open group to be rolled back by the caller.
+    async fn write_batch(&mut self, batch: Batch) -> Result<u64, ConnectorError> {
+        let mut committed = 0;
+        // A batch with other columns closes the group first: a COPY or INSERT names its
+        // columns once, and ALTER TABLE must not wait on the group's own locks.
+        if self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.columns != batch.columns)
+        {
+            committed += self.commit_group(Phase::Before).await?;
+        }
+        self.ensure_target(&batch).await?;
+        self.evolve(&batch).await?;
+        if self.group.is_none() {
+            self.open_group(&batch.columns).await.map_err(|e| {
+                self.err(
+                    format!("starting a transaction to write to {}", self.table),
+                    e,
+                )
+            })?;
+        }
+        self.add_to_group(&batch).await?;
+        if self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.rows >= self.commit_rows)
+        {
+            committed += self.commit_group(Phase::Joined).await?;
+        }
+        Ok(committed)
     }
 
     /// Swaps the staging table in for the destination in one step.
@@ -828,29 +1239,34 @@ impl SqlSink {
 #[async_trait::async_trait]
 impl Sink for SqlSink {
     async fn write(&mut self, mut batch: Batch) -> Result<u64, ConnectorError> {
-        self.ctx.check_canceled()?;
+        if let Err(e) = self.ctx.check_canceled() {
+            self.rollback_group().await;
+            return Err(e);
+        }
         if batch.is_empty() {
             return Ok(0);
         }
         batch.normalize();
-        self.ensure_target(&batch).await?;
-        self.evolve(&batch).await?;
-        let n = self
-            .load(&batch)
-            .await
-            .map_err(|e| self.err(format!("writing {} rows to {}", batch.len(), self.table), e))?;
-        if self.mode == WriteMode::Replace {
-            // Staged: visible (and counted) when `finish` swaps the table in.
-            self.staged_rows += n;
-            return Ok(0);
+        match self.write_batch(batch).await {
+            Ok(n) if self.mode == WriteMode::Replace => {
+                // Staged: visible (and counted) when `finish` swaps the table in.
+                self.staged_rows += n;
+                Ok(0)
+            }
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.rollback_group().await;
+                Err(e)
+            }
         }
-        Ok(n)
     }
 
     async fn finish(&mut self) -> Result<u64, ConnectorError> {
+        let committed = self.commit_group(Phase::Finish).await?;
         if self.mode != WriteMode::Replace {
-            return Ok(0);
+            return Ok(committed);
         }
+        self.staged_rows += committed;
         if !self.staged {
             match self.existing.clone() {
                 // No rows arrived: replacing with nothing empties the table.
@@ -873,6 +1289,7 @@ impl Sink for SqlSink {
     }
 
     async fn abort(&mut self) -> Result<(), ConnectorError> {
+        self.rollback_group().await;
         if !self.staged {
             return Ok(());
         }
