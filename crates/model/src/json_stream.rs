@@ -204,12 +204,30 @@ impl<'de, H> Visitor<'de> for At<'_, '_, '_, H> {
 
 /// One record as flattened (column, value) pairs: nested objects become `parent_child`
 /// columns, an empty object is null, arrays are kept as JSON text, and a record that is not an
-/// object becomes one column named `value` (the rules of [`etl_model::flatten_json`]).
+/// object becomes one column named `value` (the rules of [`crate::flatten_json`]).
 pub struct FlatRecord(pub Vec<(String, Value)>);
 
 impl<'de> Deserialize<'de> for FlatRecord {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         FlatRecordSeed(0).deserialize(d).map(FlatRecord)
+    }
+}
+
+/// Where flattened fields go. Names are lent, not given: a sink that already knows a column
+/// (the usual case from the second record on) needs no allocation for its name.
+pub trait FieldSink {
+    /// Fields received so far (of this record or in total; only differences are used).
+    fn count(&self) -> usize;
+    /// One flattened field.
+    fn field(&mut self, name: &str, value: Value);
+}
+
+impl FieldSink for Vec<(String, Value)> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn field(&mut self, name: &str, value: Value) {
+        self.push((name.to_string(), value));
     }
 }
 
@@ -222,7 +240,24 @@ pub struct FlatRecordSeed(pub usize);
 impl<'de> DeserializeSeed<'de> for FlatRecordSeed {
     type Value = Vec<(String, Value)>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(RecordVisitor(self.0))
+        let mut out = Vec::with_capacity(self.0);
+        FlattenInto(&mut out).deserialize(d)?;
+        Ok(out)
+    }
+}
+
+/// Deserializes one record into a [`FieldSink`], with the rules of [`FlatRecord`].
+pub struct FlattenInto<'s, S: FieldSink>(pub &'s mut S);
+
+impl<'de, S: FieldSink> DeserializeSeed<'de> for FlattenInto<'_, S> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let mut name = String::new();
+        d.deserialize_any(Field {
+            name: &mut name,
+            top: true,
+            out: self.0,
+        })
     }
 }
 
@@ -233,53 +268,17 @@ pub fn flatten_map<'de, A: MapAccess<'de>>(
     capacity: usize,
 ) -> Result<Vec<(String, Value)>, A::Error> {
     let mut out = Vec::with_capacity(capacity);
-    Flatten {
-        prefix: "",
-        out: &mut out,
-    }
-    .visit_map(map)?;
+    flatten_map_into(map, &mut out)?;
     Ok(out)
 }
 
-struct RecordVisitor(usize);
-
-impl<'de> Visitor<'de> for RecordVisitor {
-    type Value = Vec<(String, Value)>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON record")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        flatten_map(map, self.0)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        let array = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        Ok(vec![("value".to_string(), Value::Text(array.to_string()))])
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(vec![("value".to_string(), Value::Null)])
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(vec![("value".to_string(), Value::Bool(v))])
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(vec![("value".to_string(), Value::Int(v))])
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(vec![("value".to_string(), unsigned(v))])
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(vec![("value".to_string(), Value::Float(v))])
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(vec![("value".to_string(), Value::Text(v.to_string()))])
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(vec![("value".to_string(), Value::Text(v))])
-    }
+/// [`flatten_map`] into a [`FieldSink`].
+pub fn flatten_map_into<'de, A: MapAccess<'de>, S: FieldSink>(
+    map: A,
+    out: &mut S,
+) -> Result<(), A::Error> {
+    let mut name = String::new();
+    flatten_members(map, &mut name, out)
 }
 
 /// Integers above `i64::MAX` become floats, as `Value::from_json` does.
@@ -287,32 +286,29 @@ fn unsigned(v: u64) -> Value {
     i64::try_from(v).map_or(Value::Float(v as f64), Value::Int)
 }
 
-/// Appends the fields of one object under `prefix`.
-struct Flatten<'a> {
-    prefix: &'a str,
-    out: &'a mut Vec<(String, Value)>,
-}
-
-impl<'de> Flatten<'_> {
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(JsonKey(key)) = map.next_key::<JsonKey>()? {
-            let name = if self.prefix.is_empty() {
-                key.into_owned()
-            } else {
-                // One allocation for the column name; the key itself is usually borrowed.
-                let mut name = String::with_capacity(self.prefix.len() + 1 + key.len());
-                name.push_str(self.prefix);
-                name.push('_');
-                name.push_str(&key);
-                name
-            };
-            map.next_value_seed(Field {
-                name,
-                out: &mut *self.out,
-            })?;
+/// Sends the members of one object to `out`, each named after the prefix in `name` (possibly
+/// empty), an underscore and its key. `name` is one buffer reused for every column name of a
+/// record; it is left as it was found.
+fn flatten_members<'de, A: MapAccess<'de>, S: FieldSink>(
+    mut map: A,
+    name: &mut String,
+    out: &mut S,
+) -> Result<(), A::Error> {
+    let prefix = name.len();
+    while let Some(JsonKey(key)) = map.next_key::<JsonKey>()? {
+        if prefix > 0 {
+            name.push('_');
         }
-        Ok(())
+        name.push_str(&key);
+        let result = map.next_value_seed(Field {
+            name: &mut *name,
+            top: false,
+            out: &mut *out,
+        });
+        name.truncate(prefix);
+        result?;
     }
+    Ok(())
 }
 
 /// An object key, borrowed from the input when it has no escapes (slice input), else owned.
@@ -344,20 +340,30 @@ impl<'de> Visitor<'de> for KeyVisitor {
     }
 }
 
-/// One field's value: scalars are pushed, objects recurse, arrays become JSON text.
-struct Field<'a> {
-    name: String,
-    out: &'a mut Vec<(String, Value)>,
+/// One value named `name`: scalars are sent, objects recurse, arrays become JSON text. At the
+/// top of a record (`top`) an object is the record itself and anything else is one column
+/// named `value`.
+struct Field<'a, S> {
+    name: &'a mut String,
+    top: bool,
+    out: &'a mut S,
 }
 
-impl<'de> DeserializeSeed<'de> for Field<'_> {
+impl<S: FieldSink> Field<'_, S> {
+    fn send(self, value: Value) {
+        self.out
+            .field(if self.top { "value" } else { self.name }, value);
+    }
+}
+
+impl<'de, S: FieldSink> DeserializeSeed<'de> for Field<'_, S> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Field<'_> {
+impl<'de, S: FieldSink> Visitor<'de> for Field<'_, S> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -365,52 +371,48 @@ impl<'de> Visitor<'de> for Field<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        let before = self.out.len();
-        Flatten {
-            prefix: &self.name,
-            out: &mut *self.out,
-        }
-        .visit_map(map)?;
-        if self.out.len() == before {
+        let before = self.out.count();
+        flatten_members(map, self.name, self.out)?;
+        if !self.top && self.out.count() == before {
             // `{}` and objects whose members are all empty objects carry no columns of their
-            // own; an empty object is a null column.
-            self.out.push((self.name, Value::Null));
+            // own; an empty object is a null column (an empty record has no columns at all).
+            self.out.field(self.name, Value::Null);
         }
         Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         let array = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        self.out.push((self.name, Value::Text(array.to_string())));
+        self.send(Value::Text(array.to_string()));
         Ok(())
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.out.push((self.name, Value::Null));
+        self.send(Value::Null);
         Ok(())
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.out.push((self.name, Value::Bool(v)));
+        self.send(Value::Bool(v));
         Ok(())
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.out.push((self.name, Value::Int(v)));
+        self.send(Value::Int(v));
         Ok(())
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.out.push((self.name, unsigned(v)));
+        self.send(unsigned(v));
         Ok(())
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.out.push((self.name, Value::Float(v)));
+        self.send(Value::Float(v));
         Ok(())
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.out.push((self.name, Value::Text(v.to_string())));
+        self.send(Value::Text(v.to_string()));
         Ok(())
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
-        self.out.push((self.name, Value::Text(v)));
+        self.send(Value::Text(v));
         Ok(())
     }
 }

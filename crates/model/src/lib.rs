@@ -22,8 +22,8 @@ pub use connector::{
 pub use error::{ConnectorError, ErrorKind};
 pub use flatten::flatten_json;
 pub use json_stream::{
-    Emit, FlatRecord, FlatRecordSeed, JsonKey, StreamError, flatten_map, stream_records,
-    stream_records_from_slice,
+    Emit, FieldSink, FlatRecord, FlatRecordSeed, FlattenInto, JsonKey, StreamError, flatten_map,
+    flatten_map_into, stream_records, stream_records_from_slice,
 };
 pub use props::{Props, parse_duration};
 pub use retry::RetryPolicy;

@@ -8,7 +8,9 @@
 
 use std::fmt;
 
-use etl_model::{FlatRecord, FlatRecordSeed, JsonKey, Value, flatten_map};
+use std::collections::HashMap;
+
+use etl_model::{FieldSink, FlattenInto, JsonKey, Value, flatten_map_into};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -54,20 +56,23 @@ impl Locator {
     pub fn read(&self, body: &[u8], capture: Option<&str>) -> Result<Page, PageError> {
         let capture: Option<Vec<String>> = capture.map(segments);
         let mut out = Page {
-            records: Vec::new(),
+            records: FlatPage::default(),
             captured: None,
         };
         let mut state = ReadState {
             out: &mut out,
             found: false,
             problem: None,
-            hint: 0,
         };
         if let Locator::Whole = self {
             // The whole body is the one record; the capture needs a second (cheap) look at
             // a body that holds a single record.
-            let FlatRecord(fields) = serde_json::from_slice(body).map_err(PageError::Json)?;
-            state.out.records.push(fields);
+            let mut de = serde_json::Deserializer::from_slice(body);
+            FlattenInto(&mut state.out.records)
+                .deserialize(&mut de)
+                .and_then(|()| de.end())
+                .map_err(PageError::Json)?;
+            state.out.records.end_record();
             if let Some(path) = &capture {
                 read_node(body, None, Some(path), &mut state)?;
             }
@@ -116,10 +121,79 @@ fn matches(segment: &str, at: Result<&str, usize>) -> bool {
 #[derive(Debug)]
 pub(crate) struct Page {
     /// The page's records, flattened.
-    pub records: Vec<Vec<(String, Value)>>,
+    pub records: FlatPage,
     /// The scalar at the capture path (cursor or next URL); `None` when it is absent, or is an
     /// object or array.
     pub captured: Option<serde_json::Value>,
+}
+
+/// A page's records, flattened, with each column name stored once per page rather than once
+/// per record: records are runs of (column id, value) in one vector, so reading a record
+/// allocates nothing but its text values.
+#[derive(Debug, Default)]
+pub(crate) struct FlatPage {
+    /// Column names by id, in the order first seen.
+    pub names: Vec<String>,
+    index: HashMap<String, u32>,
+    /// Every record's fields, one record after another.
+    pub fields: Vec<(u32, Value)>,
+    /// The number of fields of each record.
+    pub lens: Vec<usize>,
+    /// Where the record being read starts in `fields`.
+    start: usize,
+}
+
+impl FlatPage {
+    /// Closes the record being read.
+    fn end_record(&mut self) {
+        self.lens.push(self.fields.len() - self.start);
+        self.start = self.fields.len();
+    }
+
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// The records as (column, value) pairs (tests compare them with `flatten_json`).
+    #[cfg(test)]
+    pub fn to_records(&self) -> Vec<Vec<(String, Value)>> {
+        let mut fields = self.fields.iter();
+        self.lens
+            .iter()
+            .map(|n| {
+                fields
+                    .by_ref()
+                    .take(*n)
+                    .map(|(id, v)| (self.names[*id as usize].clone(), v.clone()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl FieldSink for FlatPage {
+    fn count(&self) -> usize {
+        self.fields.len()
+    }
+
+    fn field(&mut self, name: &str, value: Value) {
+        // Records of one API nearly always list their fields in the same order, so the n-th
+        // field of this record is most likely column n: one string comparison, no hashing.
+        let ordinal = self.fields.len() - self.start;
+        let id = match self.names.get(ordinal) {
+            Some(known) if known == name => ordinal as u32,
+            _ => match self.index.get(name) {
+                Some(&id) => id,
+                None => {
+                    let id = self.names.len() as u32;
+                    self.names.push(name.to_string());
+                    self.index.insert(name.to_string(), id);
+                    id
+                }
+            },
+        };
+        self.fields.push((id, value));
+    }
 }
 
 /// Why a page could not be read.
@@ -137,8 +211,6 @@ struct ReadState<'o> {
     found: bool,
     /// The kind of scalar found where records were expected.
     problem: Option<String>,
-    /// Fields of the previous record, to size the next one in one allocation.
-    hint: usize,
 }
 
 fn read_node(
@@ -234,8 +306,8 @@ impl<'de> Visitor<'de> for Node<'_, '_, '_> {
         if self.at_records() {
             // One object where the records are: a single record.
             self.state.found = true;
-            let fields = flatten_map(map, self.state.hint)?;
-            self.state.out.records.push(fields);
+            flatten_map_into(map, &mut self.state.out.records)?;
+            self.state.out.records.end_record();
             return Ok(());
         }
         while let Some(JsonKey(key)) = map.next_key::<JsonKey>()? {
@@ -247,9 +319,9 @@ impl<'de> Visitor<'de> for Node<'_, '_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         if self.at_records() {
             self.state.found = true;
-            while let Some(fields) = seq.next_element_seed(FlatRecordSeed(self.state.hint))? {
-                self.state.hint = fields.len();
-                self.state.out.records.push(fields);
+            let records = &mut self.state.out.records;
+            while seq.next_element_seed(FlattenInto(records))?.is_some() {
+                records.end_record();
             }
             return Ok(());
         }
@@ -448,7 +520,11 @@ mod tests {
     }
 
     fn ids(page: &Page) -> Vec<Value> {
-        page.records.iter().map(|r| r[0].1.clone()).collect()
+        page.records
+            .to_records()
+            .iter()
+            .map(|r| r[0].1.clone())
+            .collect()
     }
 
     #[test]
@@ -475,7 +551,7 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&page), vec![Value::Int(1), Value::Int(2)]);
         assert_eq!(
-            page.records[1][1],
+            page.records.to_records()[1][1],
             ("a_b".to_string(), Value::Text("x".into()))
         );
         assert_eq!(page.captured, Some(json!(5)));
@@ -524,18 +600,18 @@ mod tests {
         let page = Locator::Path("data".into())
             .read(&body, Some("next"))
             .unwrap();
-        assert!(page.records.is_empty());
+        assert_eq!(page.records.len(), 0);
         assert_eq!(page.captured, Some(json!("n")));
         let body = bytes(&json!({"data": {"id": 3}}));
         let page = Locator::Field("data".into()).read(&body, None).unwrap();
         assert_eq!(ids(&page), vec![Value::Int(3)]);
         let page = Locator::Field("rows".into()).read(&body, None).unwrap();
-        assert!(page.records.is_empty());
+        assert_eq!(page.records.len(), 0);
         // The whole body as one record, still with its cursor.
         let body = bytes(&json!({"id": 9, "next": "c2"}));
         let page = Locator::Whole.read(&body, Some("next")).unwrap();
         assert_eq!(
-            page.records,
+            page.records.to_records(),
             vec![vec![
                 ("id".to_string(), Value::Int(9)),
                 ("next".to_string(), Value::Text("c2".into()))
@@ -572,6 +648,6 @@ mod tests {
             .iter()
             .map(etl_model::flatten_json)
             .collect();
-        assert_eq!(page.records, expected);
+        assert_eq!(page.records.to_records(), expected);
     }
 }

@@ -2,16 +2,15 @@
 //! (flattened while parsed) and hands them on in batches, holding at most one batch plus one
 //! page.
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use etl_model::{
-    Batch, ConnectorError, Props, RecordBuilder, RunContext, Source, SourceRequest, Value,
-};
+use etl_model::{Batch, ConnectorError, Props, RunContext, Source, SourceRequest, Value};
 use reqwest::{Method, Url};
 
 use crate::paging::{Next, Paging, Style};
-use crate::records::{Locator, PageError, not_json_message};
+use crate::records::{FlatPage, Locator, PageError, not_json_message};
 use crate::request::{Call, fetch, human};
 use crate::settings::Settings;
 
@@ -29,8 +28,13 @@ pub(crate) struct HttpSource {
     locator: Option<Locator>,
     /// The next page's URL in the next_url and link_header styles.
     next_url: Option<Url>,
-    /// The current page's records, already flattened.
-    pending: std::vec::IntoIter<Vec<(String, Value)>>,
+    /// The current page's records, already flattened: their column names by page column id,
+    /// the fields of the records not yet handed on, and how many fields each has.
+    page_names: Vec<String>,
+    pending: std::vec::IntoIter<(u32, Value)>,
+    pending_lens: std::vec::IntoIter<usize>,
+    /// Set when a new page arrives, so the batch being built maps the new page's column ids.
+    new_page: bool,
     done: bool,
     pages: u64,
     records: u64,
@@ -106,7 +110,10 @@ impl HttpSource {
             paging,
             locator,
             next_url: None,
+            page_names: Vec::new(),
             pending: Vec::new().into_iter(),
+            pending_lens: Vec::new().into_iter(),
+            new_page: false,
             done: false,
             pages: 0,
             records: 0,
@@ -228,7 +235,16 @@ impl HttpSource {
             fetched.status.as_u16(),
             human(fetched.elapsed)
         ));
-        self.pending = page_read.records.into_iter();
+        let FlatPage {
+            names,
+            fields,
+            lens,
+            ..
+        } = page_read.records;
+        self.page_names = names;
+        self.pending = fields.into_iter();
+        self.pending_lens = lens.into_iter();
+        self.new_page = true;
 
         match self.paging.advance(
             count,
@@ -278,14 +294,130 @@ impl HttpSource {
 #[async_trait::async_trait]
 impl Source for HttpSource {
     async fn next_batch(&mut self) -> Result<Option<Batch>, ConnectorError> {
-        let mut builder = RecordBuilder::new();
-        while builder.len() < self.batch_size {
-            match self.pending.next() {
-                Some(record) => builder.push(record),
+        let mut rows = BatchRows::default();
+        self.new_page = true;
+        while rows.rows.len() < self.batch_size {
+            match self.pending_lens.next() {
+                Some(n) => {
+                    if std::mem::take(&mut self.new_page) {
+                        rows.page_changed();
+                    }
+                    rows.push(&mut self.pending, n, &self.page_names);
+                }
                 None if self.done => break,
                 None => self.fetch_page().await?,
             }
         }
-        Ok((!builder.is_empty()).then(|| builder.take()))
+        Ok((!rows.rows.is_empty()).then(|| rows.finish()))
+    }
+}
+
+/// One batch being filled from flattened pages. Its columns are the union of the fields of
+/// its own records in first-seen order, as [`etl_model::RecordBuilder`] makes them; a page's
+/// column ids are mapped to batch columns once per page instead of hashing every field name.
+#[derive(Default)]
+struct BatchRows {
+    columns: Vec<String>,
+    by_name: HashMap<String, usize>,
+    /// Batch column of each column id of the current page (`usize::MAX`: not yet seen).
+    of_page: Vec<usize>,
+    rows: Vec<Vec<Value>>,
+}
+
+impl BatchRows {
+    fn page_changed(&mut self) {
+        self.of_page.clear();
+    }
+
+    /// Moves the next record (its `n` fields) out of `fields` into a row.
+    fn push(&mut self, fields: &mut std::vec::IntoIter<(u32, Value)>, n: usize, names: &[String]) {
+        let mut row = vec![Value::Null; self.columns.len()];
+        for (id, value) in fields.by_ref().take(n) {
+            let id = id as usize;
+            if id >= self.of_page.len() {
+                self.of_page.resize(id + 1, usize::MAX);
+            }
+            let mut col = self.of_page[id];
+            if col == usize::MAX {
+                let name = &names[id];
+                col = match self.by_name.get(name) {
+                    Some(&c) => c,
+                    None => {
+                        self.columns.push(name.clone());
+                        self.by_name.insert(name.clone(), self.columns.len() - 1);
+                        self.columns.len() - 1
+                    }
+                };
+                self.of_page[id] = col;
+            }
+            if col >= row.len() {
+                row.resize(col + 1, Value::Null);
+            }
+            row[col] = value;
+        }
+        self.rows.push(row);
+    }
+
+    /// The batch, every row padded to the full column list.
+    fn finish(self) -> Batch {
+        let mut batch = Batch::new(self.columns);
+        batch.rows = self.rows;
+        batch.normalize();
+        batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etl_model::{RecordBuilder, flatten_json};
+    use serde_json::json;
+
+    /// Batches cut across pages whose records vary in keys and key order must come out exactly
+    /// as `RecordBuilder` builds them from `flatten_json`'s records.
+    #[test]
+    fn batches_match_record_builder_across_pages() {
+        let pages = [
+            json!({"data": [{"a": 1, "b": {"c": "x"}}, {"b": {"c": "y"}, "a": 2}, {"d": null}]}),
+            json!({"data": [{"e": [1], "a": 3}, {"a": 4, "b": {}}, {"f": true}, {"a": 5}]}),
+        ];
+        for batch_size in 1..=8 {
+            let mut expected = Vec::new();
+            let mut builder = RecordBuilder::new();
+            let mut got = Vec::new();
+            let mut rows = BatchRows::default();
+            for page in &pages {
+                let body = serde_json::to_vec(page).unwrap();
+                let FlatPage {
+                    names,
+                    fields,
+                    lens,
+                    ..
+                } = Locator::Path("data".into())
+                    .read(&body, None)
+                    .unwrap()
+                    .records;
+                let mut fields = fields.into_iter();
+                rows.page_changed();
+                for (record, n) in page["data"].as_array().unwrap().iter().zip(lens) {
+                    builder.push(flatten_json(record));
+                    if builder.len() == batch_size {
+                        expected.push(builder.take());
+                    }
+                    rows.push(&mut fields, n, &names);
+                    if rows.rows.len() == batch_size {
+                        got.push(std::mem::take(&mut rows).finish());
+                        rows.page_changed();
+                    }
+                }
+            }
+            if !builder.is_empty() {
+                expected.push(builder.take());
+            }
+            if !rows.rows.is_empty() {
+                got.push(rows.finish());
+            }
+            assert_eq!(got, expected, "batch_size={batch_size}");
+        }
     }
 }
