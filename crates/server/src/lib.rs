@@ -1,5 +1,6 @@
-//! Wiring shared by the binary and its end-to-end tests: settings, the connector registry and
-//! opening an engine on a data directory. Not a general-purpose library.
+//! Wiring shared by the binary and its end-to-end tests: settings, the connector registry,
+//! opening an engine (and the API keys in the same store) on a data directory, and the first
+//! admin key of `serve`. Not a general-purpose library.
 
 mod settings;
 
@@ -22,23 +23,33 @@ pub fn registry() -> Registry {
     ])
 }
 
-/// Opens the store, loads the secret key and builds the engine with every connector.
-pub async fn open_engine(settings: &Settings) -> Result<Engine> {
-    etl_http::ensure_crypto_provider();
+/// Opens the metadata store in the data directory (creating the directory when missing).
+pub async fn open_store(settings: &Settings) -> Result<etl_store::SqliteStore> {
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "creating the data directory {}",
             settings.data_dir.display()
         )
     })?;
-    let store = etl_store::SqliteStore::open(&settings.data_dir.join("metadata.db"))
+    etl_store::SqliteStore::open(&settings.data_dir.join("metadata.db"))
         .await
         .with_context(|| {
             format!(
                 "opening the metadata store in {}",
                 settings.data_dir.display()
             )
-        })?;
+        })
+}
+
+/// Opens the store, loads the secret key and builds the engine with every connector.
+pub async fn open_engine(settings: &Settings) -> Result<Engine> {
+    let store = open_store(settings).await?;
+    engine_on(settings, store).await
+}
+
+/// Builds and starts the engine on an opened store.
+async fn engine_on(settings: &Settings, store: etl_store::SqliteStore) -> Result<Engine> {
+    etl_http::ensure_crypto_provider();
     let cipher = match &settings.secret_key {
         Some(key) => Cipher::from_base64(key).context("ETLWORKS_AGENT_SECRET_KEY")?,
         None => Cipher::load_or_create(&settings.data_dir.join("secret.key"))?,
@@ -59,12 +70,16 @@ pub struct App {
     pub library: Arc<etl_agent::Library>,
     pub host: etl_engine::host::Host,
     pub tools: etl_agent::tools::ToolRegistry,
+    /// The API keys, in the same metadata store as the engine's data.
+    pub keys: Arc<dyn etl_agent::keys::KeyStore>,
 }
 
 /// Opens the engine, brings the bundled documentation into the knowledge base (only changed
 /// files are re-indexed) and loads the template gallery.
 pub async fn open_app(settings: &Settings) -> Result<App> {
-    let engine = open_engine(settings).await?;
+    let store = open_store(settings).await?;
+    let keys: Arc<dyn etl_agent::keys::KeyStore> = Arc::new(store.clone());
+    let engine = engine_on(settings, store).await?;
     let kb_dir = settings.data_dir.join("kb");
     let kb = tokio::task::spawn_blocking(move || -> Result<etl_kb::KnowledgeBase> {
         let kb = etl_kb::KnowledgeBase::open(&kb_dir)
@@ -101,5 +116,56 @@ pub async fn open_app(settings: &Settings) -> Result<App> {
         library,
         host,
         tools,
+        keys,
     })
+}
+
+/// The file the first admin key is written to, in the data directory.
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
+/// On a store without any key (the very first start), creates an admin key for the default
+/// tenant and writes it to `<data-dir>/admin.key`, readable by this user only. Answers the new
+/// key, or `None` when keys already exist (then nothing is written: a revoked or rotated first
+/// key must not come back).
+pub async fn ensure_first_admin_key(
+    keys: &dyn etl_agent::keys::KeyStore,
+    data_dir: &std::path::Path,
+) -> Result<Option<etl_agent::keys::IssuedKey>> {
+    if keys.count_keys().await? > 0 {
+        return Ok(None);
+    }
+    let issued = etl_agent::keys::issue(
+        keys,
+        etl_agent::keys::NewKey {
+            name: "admin (first start)".into(),
+            role: etl_engine::host::Role::Admin,
+            tenant: etl_agent::keys::DEFAULT_TENANT.into(),
+            expires_at: None,
+        },
+    )
+    .await
+    .context("creating the first admin key")?;
+    write_private(&data_dir.join(ADMIN_KEY_FILE), issued.secret.as_bytes())?;
+    Ok(Some(issued))
+}
+
+/// Writes a file only its owner can read (mode 0600 on Unix), through a temporary file and a
+/// rename so a reader never sees half a key.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }

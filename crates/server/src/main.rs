@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use etl_engine::host::{Caller, Host};
 use tokio_util::sync::CancellationToken;
 
-use etlworks_agent::{Settings, open_app, open_engine};
+use etlworks_agent::{Settings, open_app, open_engine, open_store};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,14 +29,20 @@ struct Cli {
     )]
     data_dir: std::path::PathBuf,
 
-    /// Log filter (tracing syntax), e.g. info or etl_engine=debug.
+    /// Log filter (tracing syntax), e.g. info or etl_engine=debug. Default: info for `serve`,
+    /// warn for everything else.
+    #[arg(long, global = true, env = "ETLWORKS_AGENT_LOG")]
+    log: Option<String>,
+
+    /// Log format on standard error: text, or json (one object per line, for log collectors).
     #[arg(
         long,
         global = true,
-        env = "ETLWORKS_AGENT_LOG",
-        default_value = "warn"
+        env = "ETLWORKS_AGENT_LOG_FORMAT",
+        default_value = "text",
+        value_parser = ["text", "json"]
     )]
-    log: String,
+    log_format: String,
 
     #[command(subcommand)]
     command: Command,
@@ -73,12 +79,69 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Serve the Agent API over HTTP, with the scheduler, until Ctrl-C or SIGTERM. On the very
+    /// first start it creates an admin key and writes it to <data-dir>/admin.key.
+    Serve(ServeArgs),
+    /// Manage the API keys of the Agent API (the same keys the server checks).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Run the scheduler in the foreground until interrupted (Ctrl-C or SIGTERM).
     Scheduler {
         /// Maximum runs executing at once.
         #[arg(long, env = "ETLWORKS_AGENT_MAX_RUNS", default_value_t = 4)]
         max_runs: usize,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address and port to listen on; port 0 picks a free port (printed at start).
+    #[arg(long, env = "ETLWORKS_AGENT_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// Maximum runs executing at once.
+    #[arg(long, env = "ETLWORKS_AGENT_MAX_RUNS", default_value_t = 4)]
+    max_runs: usize,
+    /// Largest JSON request body in bytes; bigger bodies answer 413.
+    #[arg(long, env = "ETLWORKS_AGENT_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    body_limit: usize,
+    /// Sustained requests per second allowed per API key (0 turns the limit off); over it, 429.
+    #[arg(long, env = "ETLWORKS_AGENT_RATE_LIMIT", default_value_t = 20.0)]
+    rate_limit: f64,
+    /// Requests a key may send in a burst before the sustained rate applies.
+    #[arg(long, env = "ETLWORKS_AGENT_RATE_BURST", default_value_t = 40)]
+    rate_burst: u32,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysAction {
+    /// Create a key and print it once (on standard output; the description goes to standard error).
+    Create {
+        /// What the key is for, e.g. ci or "reporting dashboard".
+        #[arg(long)]
+        name: String,
+        /// admin (everything, key management), user (all tools) or readonly (non-agentic tools).
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Lifetime from now, e.g. 90m, 12h, 30d, 2w, 1y; no expiry when left out.
+        #[arg(long)]
+        expires: Option<String>,
+        /// The tenant the key acts in.
+        #[arg(long, default_value = etl_agent::keys::DEFAULT_TENANT)]
+        tenant: String,
+    },
+    /// List keys (never the keys themselves: their id, name, role, status and first characters).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by id; it stops working at once.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,7 +171,15 @@ enum KbAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    let default_filter = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(
+        cli.log.as_deref().unwrap_or(default_filter),
+        cli.log_format == "json",
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -128,13 +199,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -200,6 +276,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let app = open_app(&settings).await?;
             kb_command(&app, &tenant, action, json)
         }
+        Command::Serve(args) => serve(cli.data_dir, args).await,
+        Command::Keys { action, json } => {
+            let settings = Settings::resolve(cli.data_dir, 1)?;
+            let store = open_store(&settings).await?;
+            let result = keys_command(&store, action, json).await;
+            store.close().await;
+            result
+        }
         Command::Scheduler { max_runs } => {
             let settings = Settings::resolve(cli.data_dir, max_runs)?;
             let engine = open_engine(&settings).await?;
@@ -220,6 +304,199 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `etlworks-agent serve`: the API, the scheduler and the engine in one process, until a signal.
+async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode> {
+    let settings = Settings::resolve(data_dir, args.max_runs)?;
+    if args.body_limit < 1024 {
+        anyhow::bail!(
+            "--body-limit must be at least 1024 bytes, got {}",
+            args.body_limit
+        );
+    }
+    if !args.rate_limit.is_finite() || args.rate_limit < 0.0 {
+        anyhow::bail!("--rate-limit must be 0 (off) or a positive number of requests per second");
+    }
+    let app = open_app(&settings).await?;
+    if let Some(issued) =
+        etlworks_agent::ensure_first_admin_key(app.keys.as_ref(), &settings.data_dir).await?
+    {
+        let path = settings.data_dir.join(etlworks_agent::ADMIN_KEY_FILE);
+        println!(
+            "Created the first admin key ({}, tenant '{}') and wrote it to {} (mode 0600).\n\
+             It is shown only this once:\n\n{}\n\nexport ETLWORKS_API_KEY=$(cat {})\n",
+            issued.key.id,
+            issued.key.tenant,
+            path.display(),
+            issued.secret,
+            path.display()
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another server using the port? choose another with --bind",
+                args.bind
+            )
+        })?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    let config = etl_api::ApiConfig {
+        body_limit: args.body_limit,
+        rate_per_second: args.rate_limit,
+        rate_burst: args.rate_burst,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ..etl_api::ApiConfig::default()
+    };
+    let state = etl_api::ApiState::new(
+        app.tools.clone(),
+        app.library.clone(),
+        app.keys.clone(),
+        config,
+    );
+    let stop_scheduler = CancellationToken::new();
+    let scheduler = tokio::spawn({
+        let engine = app.engine.clone();
+        let stop = stop_scheduler.clone();
+        async move { engine.run_scheduler(stop).await }
+    });
+    tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving the Agent API");
+    println!(
+        "etlworks-agent {} listening on http://{address}{}",
+        env!("CARGO_PKG_VERSION"),
+        etl_api::BASE_PATH
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let stop_serving = CancellationToken::new();
+    let server = axum::serve(listener, etl_api::router(state)).with_graceful_shutdown({
+        let stop = stop_serving.clone();
+        async move { stop.cancelled().await }
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    let served = tokio::select! {
+        r = &mut server => r,
+        _ = shutdown_signal() => {
+            tracing::info!("stopping: no new connections; finishing the requests in flight");
+            stop_serving.cancel();
+            match tokio::time::timeout(Duration::from_secs(30), &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("requests still running 30 s after the stop signal were cut off");
+                    Ok(())
+                }
+            }
+        }
+    };
+    stop_scheduler.cancel();
+    let _ = scheduler.await;
+    app.engine.shutdown(Duration::from_secs(30)).await;
+    served.context("serving HTTP")?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `etlworks-agent keys ...`: exit 0 when done, 1 when the key to revoke does not exist.
+async fn keys_command(
+    store: &etl_store::SqliteStore,
+    action: KeysAction,
+    json: bool,
+) -> Result<ExitCode> {
+    use etl_agent::keys::{self, KeyStore};
+    let now = chrono::Utc::now();
+    let describe = |k: &keys::ApiKey| {
+        format!(
+            "{}  tenant={}  role={}  status={}  name='{}'  key={}...  created={}  expires={}  last_used={}",
+            k.id,
+            k.tenant,
+            k.role.as_str(),
+            k.status(now),
+            k.name,
+            k.prefix,
+            short_time(Some(k.created_at)),
+            short_time(k.expires_at),
+            short_time(k.last_used_at)
+        )
+    };
+    match action {
+        KeysAction::Create {
+            name,
+            role,
+            expires,
+            tenant,
+        } => {
+            let role = keys::parse_role(&role)?;
+            let expires_at = expires
+                .as_deref()
+                .map(keys::parse_lifetime)
+                .transpose()?
+                .map(|d| now + d);
+            let issued = keys::issue(
+                store,
+                keys::NewKey {
+                    name,
+                    role,
+                    tenant,
+                    expires_at,
+                },
+            )
+            .await?;
+            if json {
+                let mut value = serde_json::to_value(&issued.key)?;
+                value["key"] = serde_json::Value::String(issued.secret);
+                emit(true, &serde_json::to_string_pretty(&value)?)?;
+            } else {
+                eprintln!(
+                    "created {} (store it now: the key is shown only once)",
+                    describe(&issued.key)
+                );
+                emit(true, &issued.secret)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysAction::List { tenant } => {
+            let list = store.list_keys(tenant.as_deref()).await?;
+            let out = if json {
+                let values: Vec<_> = list
+                    .iter()
+                    .map(|k| {
+                        let mut v = serde_json::to_value(k).unwrap_or_default();
+                        v["status"] = k.status(now).into();
+                        v
+                    })
+                    .collect();
+                serde_json::to_string_pretty(&values)?
+            } else if list.is_empty() {
+                "no API keys; 'etlworks-agent serve' creates the first admin key, or use                  'etlworks-agent keys create --name NAME --role admin'"
+                    .to_string()
+            } else {
+                list.iter().map(describe).collect::<Vec<_>>().join("\n")
+            };
+            emit(true, &out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysAction::Revoke { id } => {
+            if store.revoke_key(None, &id, now).await? {
+                emit(true, &format!("revoked {id}; it stops working at once"))?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                emit(
+                    false,
+                    &format!(
+                        "error: there is no active API key with id '{id}'; see 'etlworks-agent keys list'"
+                    ),
+                )?;
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+fn short_time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// `etlworks-agent kb ...`: exit 0 when everything worked, 1 when something was refused.

@@ -1,0 +1,323 @@
+//! The Agent API over HTTP (`API.md`): the tools, key management, the tenant's knowledge-base
+//! documents, health and the OpenAPI document, under `/rest/v1/ai-agent/api`. This is the only
+//! crate that knows HTTP; everything it serves is done by `etl-agent` and the engine.
+//!
+//! Build the state with [`ApiState::new`] and serve [`router`]:
+//!
+//! ```no_run
+//! # async fn demo(tools: etl_agent::tools::ToolRegistry, library: std::sync::Arc<etl_agent::Library>,
+//! #               keys: std::sync::Arc<dyn etl_agent::keys::KeyStore>) -> std::io::Result<()> {
+//! let state = etl_api::ApiState::new(tools, library, keys, etl_api::ApiConfig::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, etl_api::router(state)).await
+//! # }
+//! ```
+//!
+//! Every answer carries `x-request-id` (the client's, when it sent a sane one), and every
+//! request is logged in a tracing span with that id. Every error, whatever its status, is the
+//! body [`error::ErrorBody`]; chat, sessions and MCP arrive with the agent loop.
+
+pub mod auth;
+pub mod error;
+pub mod kb;
+pub mod keys;
+pub mod tools;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use etl_agent::Library;
+use etl_agent::keys::KeyStore;
+use etl_agent::tools::ToolRegistry;
+use serde::Serialize;
+use tracing::Instrument;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+pub use auth::{Auth, RateLimiter};
+pub use error::{ApiError, ErrorBody};
+
+/// Where the API lives.
+pub const BASE_PATH: &str = "/rest/v1/ai-agent/api";
+
+/// The header carrying the request id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Limits and identity of a served API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest JSON request body, in bytes (413 above it).
+    pub body_limit: usize,
+    /// Largest knowledge-base document upload, in bytes.
+    pub document_limit: usize,
+    /// Sustained requests per second allowed per key (0 turns the limit off).
+    pub rate_per_second: f64,
+    /// Requests a key may send at once before the sustained rate applies.
+    pub rate_burst: u32,
+    /// The version `GET /health` reports.
+    pub version: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            body_limit: 1024 * 1024,
+            document_limit: etl_kb::MAX_DOCUMENT_BYTES,
+            rate_per_second: 20.0,
+            rate_burst: 40,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tools: ToolRegistry,
+    library: Arc<Library>,
+    keys: Arc<dyn KeyStore>,
+    limiter: RateLimiter,
+    catalogue: axum::body::Bytes,
+    openapi: axum::body::Bytes,
+    config: ApiConfig,
+}
+
+impl ApiState {
+    pub fn new(
+        tools: ToolRegistry,
+        library: Arc<Library>,
+        keys: Arc<dyn KeyStore>,
+        config: ApiConfig,
+    ) -> ApiState {
+        let catalogue = tools::catalogue(&tools).into();
+        let openapi = ApiDoc::openapi()
+            .to_json()
+            .expect("the OpenAPI document serializes")
+            .into();
+        ApiState {
+            inner: Arc::new(Inner {
+                limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
+                tools,
+                library,
+                keys,
+                catalogue,
+                openapi,
+                config,
+            }),
+        }
+    }
+
+    pub fn tools(&self) -> &ToolRegistry {
+        &self.inner.tools
+    }
+    pub fn library(&self) -> &Arc<Library> {
+        &self.inner.library
+    }
+    pub fn keys(&self) -> &Arc<dyn KeyStore> {
+        &self.inner.keys
+    }
+    pub fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+    fn catalogue(&self) -> axum::body::Bytes {
+        self.inner.catalogue.clone()
+    }
+}
+
+/// The whole HTTP surface, ready to serve.
+pub fn router(state: ApiState) -> Router {
+    let path = |p: &str| format!("{BASE_PATH}{p}");
+    let body_limit = state.config().body_limit;
+    let document_limit = state.config().document_limit;
+    Router::new()
+        .route("/health", get(health))
+        .route(&path("/health"), get(health))
+        .route(&path("/openapi.json"), get(openapi))
+        .route(&path("/tools"), get(tools::list))
+        .route(&path("/tools/{name}/execute"), post(tools::execute))
+        .route(&path("/keys"), get(keys::list).post(keys::create))
+        .route(&path("/keys/{id}"), axum::routing::delete(keys::revoke))
+        .route(&path("/kb/documents"), get(kb::list))
+        .route(
+            &path("/kb/documents/{*name}"),
+            put(kb::upload)
+                .layer(DefaultBodyLimit::max(document_limit))
+                .delete(kb::remove),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+/// Gives every request an id (the client's `x-request-id` when it is sane, a new one
+/// otherwise), runs it inside a tracing span with that id, logs the outcome and echoes the id.
+async fn request_context(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, ms, "answered");
+        } else {
+            tracing::info!(status, ms, "answered");
+        }
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(
+        "not_found",
+        format!(
+            "there is no endpoint {} {}; the endpoints are listed in GET {BASE_PATH}/openapi.json",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "{} does not accept {}; see GET {BASE_PATH}/openapi.json for its methods",
+        request.uri().path(),
+        request.method()
+    ))
+}
+
+/// Liveness and what this server is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub success: bool,
+    /// `ok` while the server answers.
+    pub status: String,
+    pub service: String,
+    pub version: String,
+    /// The model behind chat: none yet, chat arrives with the agent loop and built-in planner.
+    pub model: String,
+    /// How many tools `GET /tools` lists.
+    pub tools: usize,
+}
+
+/// Liveness (no key needed).
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    responses((status = 200, description = "The server is up", body = Health))
+)]
+pub async fn health(State(state): State<ApiState>) -> axum::Json<Health> {
+    axum::Json(Health {
+        success: true,
+        status: "ok".into(),
+        service: "etlworks-agent".into(),
+        version: state.config().version.clone(),
+        model: "none yet".into(),
+        tools: state.tools().tools().len(),
+    })
+}
+
+/// This API as OpenAPI 3.1, generated from the handlers and types (no key needed).
+#[utoipa::path(
+    get,
+    path = "/rest/v1/ai-agent/api/openapi.json",
+    tag = "service",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
+)]
+pub async fn openapi(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.inner.openapi.clone(),
+    )
+        .into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "etlworks-agent Agent API",
+        description = "The self-hosted Agent API: tools, key management and knowledge-base \
+                       documents. Every request under the base path sends \
+                       `Authorization: Bearer <key>`. Errors are always \
+                       `{\"success\": false, \"error\", \"code\"}`. Chat, sessions and MCP are \
+                       not served yet."
+    ),
+    paths(
+        health,
+        openapi,
+        tools::list,
+        tools::execute,
+        keys::create,
+        keys::list,
+        keys::revoke,
+        kb::list,
+        kb::upload,
+        kb::remove,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tools", description = "The agent's tools, callable directly"),
+        (name = "keys", description = "API keys of the caller's tenant (admin keys)"),
+        (name = "knowledge base", description = "The tenant's own knowledge-base documents"),
+        (name = "service", description = "Health and this document"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the bearer-key scheme the paths refer to as `bearer`.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A 256-character API key from <data-dir>/admin.key or \
+                         'etlworks-agent keys create'",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document as a value, for tools that want it without serving HTTP.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
