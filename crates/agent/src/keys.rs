@@ -8,7 +8,7 @@
 //! there is nothing to brute-force, unlike a password.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use etl_engine::host::Role;
 use etl_engine::{StoreError, StoreResult};
 use rand::distr::{Alphanumeric, SampleString};
@@ -200,7 +200,8 @@ pub async fn issue(store: &dyn KeyStore, new: NewKey) -> Result<IssuedKey, KeyEr
         ));
     }
     check_tenant(&new.tenant)?;
-    let now = Utc::now();
+    // Stores keep microseconds; the answer shows exactly what is stored.
+    let now = Utc::now().trunc_subsecs(6);
     if new.expires_at.is_some_and(|e| e <= now) {
         return Err(KeyError::Invalid(
             "the expiry is in the past; give a future time or a lifetime such as 30d".into(),
@@ -215,7 +216,7 @@ pub async fn issue(store: &dyn KeyStore, new: NewKey) -> Result<IssuedKey, KeyEr
         prefix: secret[..PREFIX_LENGTH].to_string(),
         hash: hash_secret(&secret),
         created_at: now,
-        expires_at: new.expires_at,
+        expires_at: new.expires_at.map(|e| e.trunc_subsecs(6)),
         revoked_at: None,
         last_used_at: None,
     };

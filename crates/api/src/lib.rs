@@ -198,6 +198,19 @@ async fn request_context(request: Request, next: Next) -> Response {
 }
 
 async fn not_found(request: Request) -> ApiError {
+    let path = request.uri().path();
+    let rest = path.strip_prefix(BASE_PATH).unwrap_or("");
+    if ["/chat", "/sessions"].iter().any(|p| rest.starts_with(p))
+        || path.starts_with("/rest/v1/ai-agent/mcp")
+    {
+        return ApiError::not_found(
+            "not_found",
+            format!(
+                "{path} is not served yet: chat, sessions and MCP arrive with the agent loop; \
+                 until then call the tools directly with POST {BASE_PATH}/tools/{{name}}/execute"
+            ),
+        );
+    }
     ApiError::not_found(
         "not_found",
         format!(

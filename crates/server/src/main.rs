@@ -319,6 +319,16 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
         anyhow::bail!("--rate-limit must be 0 (off) or a positive number of requests per second");
     }
     let app = open_app(&settings).await?;
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another server using the port? choose another with --bind",
+                args.bind
+            )
+        })?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    // After the bind, so a start that cannot listen does not use up the one-time printing.
     if let Some(issued) =
         etlworks_agent::ensure_first_admin_key(app.keys.as_ref(), &settings.data_dir).await?
     {
@@ -333,15 +343,6 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
             path.display()
         );
     }
-    let listener = tokio::net::TcpListener::bind(&args.bind)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; is another server using the port? choose another with --bind",
-                args.bind
-            )
-        })?;
-    let address = listener.local_addr().context("reading the bound address")?;
     let config = etl_api::ApiConfig {
         body_limit: args.body_limit,
         rate_per_second: args.rate_limit,

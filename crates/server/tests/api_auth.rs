@@ -402,3 +402,20 @@ async fn the_keys_command_creates_lists_and_revokes_the_same_keys() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role 'god'"));
 }
+
+#[test]
+fn a_taken_port_fails_the_start_without_using_up_the_first_key() {
+    let (_tmp, data) = temp_data();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = cli(&data, &["serve", "--bind", &addr]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {addr}")) && err.contains("--bind"),
+        "{err}"
+    );
+    assert!(!data.join("admin.key").exists(), "no key was created");
+    let out = cli(&data, &["keys", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no API keys"));
+}
