@@ -419,3 +419,65 @@ fn a_taken_port_fails_the_start_without_using_up_the_first_key() {
     let out = cli(&data, &["keys", "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no API keys"));
 }
+
+/// A request in flight when SIGTERM arrives is answered in full before the process exits: here
+/// a `run flow --wait` whose source API takes a second to answer.
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
+    use std::sync::Arc;
+    let started = Arc::new(tokio::sync::Notify::new());
+    let slow_api = axum::Router::new().route(
+        "/orders",
+        axum::routing::get({
+            let started = started.clone();
+            move || async move {
+                started.notify_one();
+                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                axum::Json(json!([{"id": 1, "total": 9.5}, {"id": 2, "total": 3.25}]))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, slow_api).await });
+
+    let (_tmp, data) = temp_data();
+    let mut server = Server::start(&data, &[]);
+    let key = server.admin_key();
+    let (_, setup) = server
+        .tool(
+            &key,
+            "host_cli",
+            json!({"command": format!(
+                "create connection shop type=http url=http://{api_addr} max_retries=0; \
+                 create flow orders source=shop object=/orders destination=warehouse target=orders"
+            )}),
+        )
+        .await;
+    assert_eq!(setup["success"], true, "{setup}");
+
+    let in_flight = tokio::spawn(
+        server
+            .request(Method::POST, "/tools/host_cli/execute", Some(&key))
+            .json(&json!({"command": "run flow orders --wait"}))
+            .send(),
+    );
+    started.notified().await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.stop();
+        (status, server)
+    });
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["success"], true, "{body}");
+    let run = &body["data"]["results"][0]["data"];
+    assert_eq!(run["status"], "success", "{body}");
+    assert_eq!(run["rows_written"], 2, "{body}");
+    let (status, server) = status.await.unwrap();
+    assert!(status.success(), "exit after finishing: {status:?}");
+    assert!(server.log_text().contains("stopped"));
+}
