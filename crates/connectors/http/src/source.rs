@@ -3,7 +3,6 @@
 //! page.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use etl_model::{Batch, ConnectorError, Props, RunContext, Source, SourceRequest, Value};
@@ -38,8 +37,10 @@ pub(crate) struct HttpSource {
     done: bool,
     pages: u64,
     records: u64,
-    /// Hash of the previous page body, to catch an API that ignores the page parameter.
-    last_page_hash: Option<u64>,
+    /// The previous page's body (page and offset styles), to catch an API that ignores the
+    /// page parameter. Kept whole rather than hashed: comparing is only needed when the lengths
+    /// match, and hashing every body cost more than the page's memory is worth.
+    last_page: Option<Vec<u8>>,
     batch_size: usize,
 }
 
@@ -117,7 +118,7 @@ impl HttpSource {
             done: false,
             pages: 0,
             records: 0,
-            last_page_hash: None,
+            last_page: None,
             batch_size: request.batch_size.max(1),
         })
     }
@@ -177,10 +178,8 @@ impl HttpSource {
         let method = &self.method;
 
         if matches!(self.paging.style, Style::Page { .. } | Style::Offset { .. }) {
-            let mut h = DefaultHasher::new();
-            fetched.body.hash(&mut h);
-            let hash = h.finish();
-            if self.last_page_hash == Some(hash) && !fetched.body.is_empty() {
+            // Bodies of different length (the usual case) differ without a look at their bytes.
+            if self.last_page.as_deref() == Some(&fetched.body[..]) && !fetched.body.is_empty() {
                 return Err(ConnectorError::read(format!(
                     "page {page} ({method} {shown}) is identical to the page before it, so the API seems to ignore the {} parameter; check source.{} names the parameter this API pages by, or pick another source.pagination style",
                     if matches!(self.paging.style, Style::Page { .. }) {
@@ -195,7 +194,6 @@ impl HttpSource {
                     },
                 )));
             }
-            self.last_page_hash = Some(hash);
         }
 
         let content_type = fetched
@@ -276,6 +274,9 @@ impl HttpSource {
                 }
                 self.next_url = Some(next);
             }
+        }
+        if matches!(self.paging.style, Style::Page { .. } | Style::Offset { .. }) {
+            self.last_page = Some(fetched.body);
         }
         Ok(())
     }
