@@ -187,10 +187,24 @@ async fn failed_append_names_the_batch_and_what_stayed() {
         "{}",
         err.message
     );
+    // Batches 1-2 were in the open commit group (100,000 rows by default): rolled back with it,
+    // and the run's count says so.
+    let runs = env.ok("list runs flow=a").await;
+    assert_eq!(runs[0]["rows_written"], 0);
+    assert_eq!(
+        env.rows("warehouse", "select count(*) as n from a").await[0]["n"],
+        0
+    );
+
+    // Committing every batch keeps batches 1-2, and the count matches the table.
+    env.ok("update flow a destination.commit_rows=1").await;
+    env.err("run flow a --wait").await;
     let runs = env.ok("list runs flow=a").await;
     assert_eq!(runs[0]["rows_written"], 4);
-    let rows = env.rows("warehouse", "select count(*) as n from a").await;
-    assert_eq!(rows[0]["n"], 4);
+    assert_eq!(
+        env.rows("warehouse", "select count(*) as n from a").await[0]["n"],
+        4
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
