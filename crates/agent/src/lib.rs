@@ -7,6 +7,8 @@
 
 pub mod keys;
 pub mod library;
+pub mod run;
+pub mod sessions;
 pub mod tools;
 
 pub use library::Library;

@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use etl_agent::keys::ApiKey;
+use etl_agent::sessions::{Session, SessionMessage};
 use etl_engine::{
     Connection, Flow, FlowSpec, LogLine, Run, RunStatus, RunTrigger, Schedule, StoreError,
     StoreResult, Timestamp, Trigger,
@@ -81,6 +82,7 @@ pub trait Columns {
     fn opt_text(&self, column: &str) -> StoreResult<Option<String>>;
     fn int(&self, column: &str) -> StoreResult<i64>;
     fn flag(&self, column: &str) -> StoreResult<bool>;
+    fn opt_flag(&self, column: &str) -> StoreResult<Option<bool>>;
 }
 
 /// Small helpers on top of [`Columns`] that name the row in their errors.
@@ -230,6 +232,64 @@ pub fn api_key(row: &impl Columns) -> StoreResult<ApiKey> {
         revoked_at: row.opt_time(&what, "revoked_at")?,
         last_used_at: row.opt_time(&what, "last_used_at")?,
         id,
+    })
+}
+
+pub fn session(row: &impl Columns) -> StoreResult<Session> {
+    let id = row.text("id")?;
+    let what = format!("session '{id}'");
+    Ok(Session {
+        tenant: row.text("tenant")?,
+        title: row.opt_text("title")?,
+        system_prompt: row.opt_text("system_prompt")?,
+        include_tools: row.flag("include_tools")?,
+        metadata: from_json(&what, "metadata", &row.text("metadata")?)?,
+        message_count: row.count(&what, "message_count")?,
+        created_at: row.time(&what, "created_at")?,
+        updated_at: row.time(&what, "updated_at")?,
+        id,
+    })
+}
+
+/// Parses a role as stored (`system`, `user`, `assistant`, `tool`).
+pub fn role(what: &str, text: &str) -> StoreResult<etl_llm::Role> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|_| {
+        StoreError::Backend(format!(
+            "{what} has an unknown role '{text}' (expected system, user, assistant or tool); \
+             the database was changed outside etlworks-agent: fix the value"
+        ))
+    })
+}
+
+/// The stored text of a role.
+pub fn role_str(role: etl_llm::Role) -> &'static str {
+    match role {
+        etl_llm::Role::System => "system",
+        etl_llm::Role::User => "user",
+        etl_llm::Role::Assistant => "assistant",
+        etl_llm::Role::Tool => "tool",
+    }
+}
+
+pub fn session_message(session_id: &str, row: &impl Columns) -> StoreResult<SessionMessage> {
+    let seq: u64 = row.count(&format!("a message of session '{session_id}'"), "seq")?;
+    let what = format!("message {seq} of session '{session_id}'");
+    let data = row
+        .opt_text("data")?
+        .map(|d| from_json(&what, "data", &d))
+        .transpose()?;
+    Ok(SessionMessage {
+        seq,
+        message: etl_llm::Message {
+            role: role(&what, &row.text("role")?)?,
+            content: row.text("content")?,
+            tool_calls: from_json(&what, "tool_calls", &row.text("tool_calls")?)?,
+            tool_call_id: row.opt_text("tool_call_id")?,
+            name: row.opt_text("name")?,
+            data,
+            success: row.opt_flag("success")?,
+        },
+        created_at: row.time(&what, "created_at")?,
     })
 }
 

@@ -240,3 +240,51 @@ pub const REVOKE_KEY_ANY_TENANT: &str =
 pub const TOUCH_KEY: &str = "UPDATE api_keys SET last_used_at = $3 WHERE tenant = $1 AND id = $2";
 
 pub const COUNT_KEYS: &str = "SELECT COUNT(*) AS n FROM api_keys";
+
+// ---- chat sessions --------------------------------------------------------------------------
+
+macro_rules! session_cols {
+    () => {
+        "id, tenant, title, system_prompt, include_tools, metadata, message_count, created_at, \
+         updated_at"
+    };
+}
+
+pub const INSERT_SESSION: &str = "INSERT INTO sessions (tenant, id, title, system_prompt, \
+     include_tools, metadata, message_count, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)";
+
+pub const GET_SESSION: &str = concat!(
+    "SELECT ",
+    session_cols!(),
+    " FROM sessions WHERE tenant = $1 AND id = $2"
+);
+
+pub const LIST_SESSIONS: &str = concat!(
+    "SELECT ",
+    session_cols!(),
+    " FROM sessions WHERE tenant = $1 ORDER BY updated_at DESC, created_at DESC, id DESC \
+     LIMIT $2 OFFSET $3"
+);
+
+pub const COUNT_SESSIONS: &str = "SELECT COUNT(*) AS n FROM sessions WHERE tenant = $1";
+
+/// Messages go with it (ON DELETE CASCADE); the explicit delete in the same transaction keeps
+/// that true on a connection where foreign keys are off.
+pub const DELETE_SESSION_MESSAGES: &str =
+    "DELETE FROM session_messages WHERE tenant = $1 AND session_id = $2";
+
+pub const DELETE_SESSION: &str = "DELETE FROM sessions WHERE tenant = $1 AND id = $2";
+
+/// Reserves `$3` positions and answers the new count; the new messages take the positions
+/// after the old one. No row: the session does not exist in this tenant.
+pub const RESERVE_MESSAGES: &str = "UPDATE sessions SET message_count = message_count + $3, \
+     updated_at = $4 WHERE tenant = $1 AND id = $2 RETURNING message_count";
+
+pub const INSERT_MESSAGE: &str = "INSERT INTO session_messages (tenant, session_id, seq, role, \
+     content, tool_calls, tool_call_id, name, data, success, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+pub const LIST_MESSAGES: &str = "SELECT seq, role, content, tool_calls, tool_call_id, name, data, \
+     success, created_at FROM session_messages WHERE tenant = $1 AND session_id = $2 \
+     ORDER BY seq LIMIT $3 OFFSET $4";

@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use etl_agent::keys::{ApiKey, KeyStore};
+use etl_agent::sessions::{NewMessage, Session, SessionMessage, SessionStore};
 use etl_engine::{
     Connection, Flow, LogLine, Run, RunQuery, RunStatus, Schedule, Store, StoreError, StoreResult,
     Timestamp,
@@ -56,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "api keys",
         include_str!("../migrations/sqlite/0003_api_keys.sql"),
+    ),
+    (
+        4,
+        "sessions",
+        include_str!("../migrations/sqlite/0004_sessions.sql"),
     ),
 ];
 
@@ -193,6 +199,9 @@ impl Columns for SqliteRow {
         self.try_get(column).map_err(|e| column_error(column, e))
     }
     fn flag(&self, column: &str) -> StoreResult<bool> {
+        self.try_get(column).map_err(|e| column_error(column, e))
+    }
+    fn opt_flag(&self, column: &str) -> StoreResult<Option<bool>> {
         self.try_get(column).map_err(|e| column_error(column, e))
     }
 }
@@ -885,5 +894,170 @@ impl KeyStore for SqliteStore {
             .map_err(|e| failed("counting the API keys", e))?;
         let n = row.int("n")?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn insert_session(&self, session: &Session) -> StoreResult<()> {
+        let what = format!("session '{}'", session.id);
+        sqlx::query(sql::INSERT_SESSION)
+            .bind(&session.tenant)
+            .bind(&session.id)
+            .bind(&session.title)
+            .bind(&session.system_prompt)
+            .bind(session.include_tools)
+            .bind(codec::json(&what, "metadata", &session.metadata)?)
+            .bind(codec::ts(session.created_at))
+            .bind(codec::ts(session.updated_at))
+            .execute(&self.writer)
+            .await
+            .map_err(|e| match kind(&e) {
+                Some(ErrorKind::UniqueViolation) => StoreError::Conflict(format!(
+                    "a session with id '{}' already exists",
+                    session.id
+                )),
+                _ => failed(format!("saving {what}"), e),
+            })?;
+        Ok(())
+    }
+
+    async fn list_sessions(
+        &self,
+        tenant: &str,
+        limit: usize,
+        offset: usize,
+    ) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(sql::LIST_SESSIONS)
+            .bind(tenant)
+            .bind(codec::limit(limit))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| failed(format!("listing the sessions of tenant '{tenant}'"), e))?;
+        rows.iter().map(codec::session).collect()
+    }
+
+    async fn count_sessions(&self, tenant: &str) -> StoreResult<u64> {
+        let row = sqlx::query(sql::COUNT_SESSIONS)
+            .bind(tenant)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(|e| failed(format!("counting the sessions of tenant '{tenant}'"), e))?;
+        Ok(u64::try_from(row.int("n")?).unwrap_or(0))
+    }
+
+    async fn get_session(&self, tenant: &str, id: &str) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(sql::GET_SESSION)
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| failed(format!("reading session '{id}'"), e))?;
+        row.as_ref().map(codec::session).transpose()
+    }
+
+    async fn delete_session(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let fail = |e| failed(format!("deleting session '{id}'"), e);
+        let mut tx = self.writer.begin().await.map_err(fail)?;
+        sqlx::query(sql::DELETE_SESSION_MESSAGES)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let done = sqlx::query(sql::DELETE_SESSION)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn append_messages(
+        &self,
+        tenant: &str,
+        session_id: &str,
+        messages: &[NewMessage],
+    ) -> StoreResult<Option<Vec<SessionMessage>>> {
+        let doing = format!("saving messages of session '{session_id}'");
+        let fail = |e| failed(&doing, e);
+        let Some(last) = messages.last() else {
+            return Ok(self
+                .get_session(tenant, session_id)
+                .await?
+                .map(|_| Vec::new()));
+        };
+        let n = i64::try_from(messages.len()).unwrap_or(i64::MAX);
+        // One transaction: the positions are reserved and the messages written together, or
+        // nothing is.
+        let mut tx = self.writer.begin().await.map_err(fail)?;
+        let Some(row) = sqlx::query(sql::RESERVE_MESSAGES)
+            .bind(tenant)
+            .bind(session_id)
+            .bind(n)
+            .bind(codec::ts(last.created_at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fail)?
+        else {
+            return Ok(None);
+        };
+        let first = u64::try_from(row.int("message_count")? - n + 1).unwrap_or(1);
+        let mut stored = Vec::with_capacity(messages.len());
+        for (i, new) in messages.iter().enumerate() {
+            let seq = first + i as u64;
+            let what = format!("message {seq} of session '{session_id}'");
+            let m = &new.message;
+            let data = m
+                .data
+                .as_ref()
+                .map(|d| codec::json(&what, "data", d))
+                .transpose()?;
+            sqlx::query(sql::INSERT_MESSAGE)
+                .bind(tenant)
+                .bind(session_id)
+                .bind(codec::int(&what, "seq", seq)?)
+                .bind(codec::role_str(m.role))
+                .bind(&m.content)
+                .bind(codec::json(&what, "tool_calls", &m.tool_calls)?)
+                .bind(&m.tool_call_id)
+                .bind(&m.name)
+                .bind(data)
+                .bind(m.success)
+                .bind(codec::ts(new.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| failed(format!("saving {what}"), e))?;
+            stored.push(SessionMessage {
+                seq,
+                message: m.clone(),
+                created_at: new.created_at,
+            });
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(Some(stored))
+    }
+
+    async fn list_messages(
+        &self,
+        tenant: &str,
+        session_id: &str,
+        limit: usize,
+        offset: usize,
+    ) -> StoreResult<Vec<SessionMessage>> {
+        let rows = sqlx::query(sql::LIST_MESSAGES)
+            .bind(tenant)
+            .bind(session_id)
+            .bind(codec::limit(limit))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| failed(format!("reading the messages of session '{session_id}'"), e))?;
+        rows.iter()
+            .map(|r| codec::session_message(session_id, r))
+            .collect()
     }
 }

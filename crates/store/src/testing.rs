@@ -19,6 +19,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use etl_agent::keys::{ApiKey, KeyStore};
+use etl_agent::sessions::{NewMessage, Session, SessionStore};
 use etl_engine::host::Role;
 use etl_engine::{
     Connection, Endpoint, Flow, FlowSpec, LogLine, Mapping, Run, RunQuery, RunStatus, RunTrigger,
@@ -143,6 +144,289 @@ pub async fn key_conformance(keys: &dyn KeyStore) {
         Some(at(30)),
         "touch_key: another tenant's touch changes nothing"
     );
+}
+
+/// Runs every check of the session port against `sessions`, which must hold no sessions yet.
+/// Panics on the first failure.
+///
+/// Pinned down: sessions and messages come back exactly (timestamps to the microsecond, tool
+/// calls, tool-result data and success, metadata JSON); lists are most recently updated first
+/// with working limit and offset (0: all) and carry message counts; appending bumps
+/// `updated_at`, numbers messages 1, 2, 3... densely, and answers `None` for a session of
+/// another tenant; another tenant can neither read, list, append to nor delete a session;
+/// deleting a session deletes its messages; a second session with the same id is a
+/// `Conflict`; concurrent appends to one session keep each call's messages together and never
+/// reuse a position.
+pub async fn session_conformance(sessions: &dyn SessionStore) {
+    let (ta, tb) = ("tenant-a", "tenant-b");
+    assert_eq!(sessions.count_sessions(ta).await.unwrap(), 0);
+    let s1 = session(ta, "ses_one", Some("first"), at(0));
+    let s2 = session(ta, "ses_two", None, at(10));
+    let mut s3 = session(tb, "ses_three", Some("other tenant"), at(20));
+    s3.include_tools = false;
+    s3.system_prompt = None;
+    s3.metadata = serde_json::Value::Null;
+    for s in [&s1, &s2, &s3] {
+        sessions.insert_session(s).await.unwrap();
+    }
+    assert_eq!(
+        sessions.get_session(ta, "ses_one").await.unwrap().as_ref(),
+        Some(&s1),
+        "get_session: the session comes back exactly"
+    );
+    assert_eq!(
+        sessions
+            .get_session(tb, "ses_three")
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&s3)
+    );
+    match sessions.insert_session(&s1).await {
+        Err(StoreError::Conflict(m)) => {
+            assert_eq!(m, "a session with id 'ses_one' already exists")
+        }
+        other => panic!("insert_session: a taken id must be a Conflict, got {other:?}"),
+    }
+    let ids = |list: Vec<Session>| list.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(sessions.list_sessions(ta, 0, 0).await.unwrap()),
+        ["ses_two", "ses_one"],
+        "list_sessions: newest first, one tenant only"
+    );
+    assert_eq!(sessions.count_sessions(ta).await.unwrap(), 2);
+    assert_eq!(sessions.count_sessions(tb).await.unwrap(), 1);
+
+    // Appending: positions, exact round-trip, updated_at, then the order of the list.
+    let call = etl_llm::ToolCall {
+        id: "call_1".into(),
+        name: "host_cli".into(),
+        arguments: serde_json::json!({"command": "list flows"}),
+    };
+    let conversation = vec![
+        NewMessage {
+            message: etl_llm::Message::user("what flows do I have?"),
+            created_at: at(30),
+        },
+        NewMessage {
+            message: etl_llm::Message::assistant("", vec![call.clone()]),
+            created_at: at(31),
+        },
+        NewMessage {
+            message: etl_llm::Message::tool_result(
+                &call,
+                false,
+                "no flows yet",
+                serde_json::json!({"flows": [], "note": "ünïcode ✓"}),
+            ),
+            created_at: at(32),
+        },
+        NewMessage {
+            message: etl_llm::Message::assistant("You have no flows yet.", Vec::new()),
+            created_at: at(33),
+        },
+    ];
+    let stored = sessions
+        .append_messages(ta, "ses_one", &conversation[..2])
+        .await
+        .unwrap()
+        .expect("append_messages: the session exists");
+    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    let stored = sessions
+        .append_messages(ta, "ses_one", &conversation[2..])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 4]);
+    let back = sessions.list_messages(ta, "ses_one", 0, 0).await.unwrap();
+    assert_eq!(back.len(), 4);
+    for (i, (got, want)) in back.iter().zip(&conversation).enumerate() {
+        assert_eq!(got.seq, i as u64 + 1, "list_messages: in order");
+        assert_eq!(
+            got.message, want.message,
+            "list_messages: message {i} exactly"
+        );
+        assert_eq!(
+            got.created_at, want.created_at,
+            "list_messages: time of {i}"
+        );
+    }
+    let page = sessions.list_messages(ta, "ses_one", 2, 1).await.unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [2, 3],
+        "list_messages: limit and offset"
+    );
+    let one = sessions.get_session(ta, "ses_one").await.unwrap().unwrap();
+    assert_eq!(one.message_count, 4, "get_session: message count");
+    assert_eq!(one.updated_at, at(33), "append_messages bumps updated_at");
+    assert_eq!(one.created_at, at(0));
+    assert_eq!(
+        sessions
+            .append_messages(ta, "ses_one", &[])
+            .await
+            .unwrap()
+            .map(|v| v.len()),
+        Some(0),
+        "append_messages: nothing to add is fine"
+    );
+    let listed = sessions.list_sessions(ta, 0, 0).await.unwrap();
+    assert_eq!(
+        ids(listed.clone()),
+        ["ses_one", "ses_two"],
+        "list_sessions: the session just used comes first"
+    );
+    assert_eq!(listed[0].message_count, 4, "list_sessions: message counts");
+    assert_eq!(listed[1].message_count, 0);
+    assert_eq!(
+        ids(sessions.list_sessions(ta, 1, 1).await.unwrap()),
+        ["ses_two"],
+        "list_sessions: limit and offset"
+    );
+    assert!(sessions.list_sessions(ta, 5, 2).await.unwrap().is_empty());
+
+    // Isolation: tenant b cannot see, use or delete tenant a's session, and the reverse.
+    assert_eq!(sessions.get_session(tb, "ses_one").await.unwrap(), None);
+    assert_eq!(sessions.get_session(ta, "ses_three").await.unwrap(), None);
+    assert!(
+        sessions
+            .append_messages(tb, "ses_one", &conversation[..1])
+            .await
+            .unwrap()
+            .is_none(),
+        "append_messages: another tenant's session is not found"
+    );
+    assert!(
+        sessions
+            .list_messages(tb, "ses_one", 0, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!sessions.delete_session(tb, "ses_one").await.unwrap());
+    assert_eq!(
+        sessions
+            .get_session(ta, "ses_one")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        4,
+        "a refused append or delete from another tenant changes nothing"
+    );
+    assert!(
+        sessions
+            .append_messages(ta, "ses_missing", &conversation[..1])
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Deleting takes the messages along, once.
+    assert!(sessions.delete_session(ta, "ses_one").await.unwrap());
+    assert!(!sessions.delete_session(ta, "ses_one").await.unwrap());
+    assert_eq!(sessions.get_session(ta, "ses_one").await.unwrap(), None);
+    assert!(
+        sessions
+            .list_messages(ta, "ses_one", 0, 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "delete_session deletes the messages"
+    );
+    // A new session with the old id starts from position 1: nothing of the old one is left.
+    sessions
+        .insert_session(&session(ta, "ses_one", None, at(40)))
+        .await
+        .unwrap();
+    let fresh = sessions
+        .append_messages(ta, "ses_one", &conversation[..1])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fresh[0].seq, 1);
+    assert_eq!(
+        sessions
+            .list_messages(ta, "ses_one", 0, 0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    concurrent_appends(sessions).await;
+}
+
+async fn concurrent_appends(sessions: &dyn SessionStore) {
+    const WRITERS: usize = 8;
+    const ROUNDS: usize = 10;
+    const BLOCK: usize = 3;
+    let t = "busy-tenant";
+    sessions
+        .insert_session(&session(t, "ses_busy", None, at(0)))
+        .await
+        .unwrap();
+    let writers = (0..WRITERS).map(|w| async move {
+        let mut blocks = Vec::new();
+        for round in 0..ROUNDS {
+            let block: Vec<NewMessage> = (0..BLOCK)
+                .map(|k| NewMessage {
+                    message: etl_llm::Message::user(format!("w{w} r{round} m{k}")),
+                    created_at: at(100 + round as i64),
+                })
+                .collect();
+            let stored = sessions
+                .append_messages(t, "ses_busy", &block)
+                .await
+                .map_err(|e| format!("append_messages writer {w} round {round}: {e}"))?
+                .ok_or_else(|| format!("writer {w}: the session vanished"))?;
+            blocks.push(stored.iter().map(|m| m.seq).collect::<Vec<_>>());
+        }
+        Ok::<_, String>(blocks)
+    });
+    let mut seen = Vec::new();
+    for result in join_all(writers).await {
+        for block in result.unwrap_or_else(|e| panic!("{e}")) {
+            assert!(
+                block.windows(2).all(|w| w[1] == w[0] + 1),
+                "one call's messages take consecutive positions: {block:?}"
+            );
+            seen.extend(block);
+        }
+    }
+    seen.sort_unstable();
+    let total = (WRITERS * ROUNDS * BLOCK) as u64;
+    assert_eq!(
+        seen,
+        (1..=total).collect::<Vec<_>>(),
+        "concurrent appends: every position used exactly once"
+    );
+    let stored = sessions.list_messages(t, "ses_busy", 0, 0).await.unwrap();
+    assert_eq!(stored.len() as u64, total);
+    assert_eq!(
+        sessions
+            .get_session(t, "ses_busy")
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        total
+    );
+}
+
+/// A session with every field set (metadata, prompt), created and updated at `created`.
+pub fn session(tenant: &str, id: &str, title: Option<&str>, created: Timestamp) -> Session {
+    Session {
+        id: id.into(),
+        tenant: tenant.into(),
+        title: title.map(str::to_string),
+        system_prompt: Some("Answer briefly.".into()),
+        include_tools: true,
+        metadata: serde_json::json!({"project": "billing", "tags": ["a", "b"], "n": 1.5}),
+        created_at: created,
+        updated_at: created,
+        message_count: 0,
+    }
 }
 
 /// A key with a hash derived from its id (tests never need the plain key).

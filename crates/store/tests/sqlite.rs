@@ -10,6 +10,7 @@ use etl_engine::{RunQuery, RunStatus, Store, StoreError};
 use etl_store::SqliteStore;
 use etl_store::testing::{
     at, conformance, connection, flow, key_conformance, log_lines, run, schedule,
+    session_conformance,
 };
 use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
@@ -28,6 +29,7 @@ async fn conformance_on_a_file() {
         .unwrap();
     conformance(&store).await;
     key_conformance(&store).await;
+    session_conformance(&store).await;
     store.close().await;
 }
 
@@ -37,6 +39,7 @@ async fn conformance_in_memory() {
     assert_eq!(store.path(), Path::new(":memory:"));
     conformance(&store).await;
     key_conformance(&store).await;
+    session_conformance(&store).await;
 }
 
 #[tokio::test]
@@ -59,7 +62,7 @@ async fn open_creates_parent_directories_and_uses_wal() {
         .unwrap();
     assert_eq!(
         versions,
-        [1, 2, 3],
+        [1, 2, 3, 4],
         "migrations are recorded in schema_migrations"
     );
     conn.close().await.unwrap();
@@ -120,7 +123,7 @@ async fn data_survives_close_and_reopen_and_migrations_run_once() {
         .fetch_one(&mut raw)
         .await
         .unwrap();
-    assert_eq!(applied, 3, "reopening does not re-apply migrations");
+    assert_eq!(applied, 4, "reopening does not re-apply migrations");
 }
 
 #[tokio::test]
@@ -267,4 +270,80 @@ async fn waits_for_another_writer_instead_of_failing() {
             .unwrap()
             .is_some()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_survive_reopen_and_take_appends_from_many_threads() {
+    use etl_agent::sessions::{NewMessage, SessionStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metadata.db");
+    let store = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let s = etl_store::testing::session("tenant-s", "ses_keep", Some("kept"), at(0));
+    store.insert_session(&s).await.unwrap();
+    let call = etl_llm::ToolCall {
+        id: "c1".into(),
+        name: "host_cli".into(),
+        arguments: serde_json::json!({"command": "create connection api type=http url=https://api.example.com"}),
+    };
+    let turn = [
+        etl_llm::Message::user("create a connection to api.example.com"),
+        etl_llm::Message::assistant("", vec![call.clone()]),
+        etl_llm::Message::tool_result(
+            &call,
+            true,
+            "created connection api",
+            serde_json::json!({"created": "api"}),
+        ),
+        etl_llm::Message::assistant("Created the connection 'api'.", Vec::new()),
+    ];
+    // Tasks on several threads append at once; each task's turn stays whole.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let turn = turn.clone();
+            tokio::spawn(async move {
+                let batch: Vec<NewMessage> = turn
+                    .into_iter()
+                    .map(|m| NewMessage {
+                        message: m,
+                        created_at: at(i),
+                    })
+                    .collect();
+                store
+                    .append_messages("tenant-s", "ses_keep", &batch)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        let stored = task.await.unwrap();
+        assert_eq!(stored.len(), 4);
+        assert_eq!(stored[0].seq % 4, 1, "a turn starts on a turn boundary");
+    }
+    store.close().await;
+    drop(store);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let back = store
+        .get_session("tenant-s", "ses_keep")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.message_count, 64);
+    assert_eq!(back.title.as_deref(), Some("kept"));
+    let messages = store
+        .list_messages("tenant-s", "ses_keep", 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 64);
+    for chunk in messages.chunks(4) {
+        let got: Vec<_> = chunk.iter().map(|m| m.message.clone()).collect();
+        assert_eq!(
+            got, turn,
+            "every turn comes back whole and exact after reopening"
+        );
+    }
+    store.close().await;
 }
