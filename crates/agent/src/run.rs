@@ -511,6 +511,7 @@ impl Running {
         let opened = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(LlmError::Canceled),
+            _ = reader_gone(self.events.as_ref()) => Err(LlmError::Canceled),
             opened = model.stream(request, self.cancel.clone()) => opened,
         };
         let mut stream = match opened {
@@ -525,6 +526,7 @@ impl Running {
             let next = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => Some(Err(LlmError::Canceled)),
+                _ = reader_gone(self.events.as_ref()) => Some(Err(LlmError::Canceled)),
                 next = stream.next() => next,
             };
             match next {
@@ -561,6 +563,15 @@ impl Running {
             }
         }
         answer
+    }
+}
+
+/// Resolves when the reader of the events went away (never, when there is none): a model
+/// waiting to answer nobody is stopped at once, not at its next event.
+async fn reader_gone(events: Option<&mpsc::Sender<AgentEvent>>) {
+    match events {
+        Some(tx) => tx.closed().await,
+        None => std::future::pending().await,
     }
 }
 
