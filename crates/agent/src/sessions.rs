@@ -175,6 +175,26 @@ pub async fn history(
         .collect())
 }
 
+/// Appends `messages`, all said now, in order: the user message before a run (so it is kept
+/// even if the run fails), then [`crate::run::RunOutcome::messages`] after it, whatever the
+/// outcome. `None` when the session does not exist in this tenant (deleted meanwhile).
+pub async fn append_now(
+    store: &dyn SessionStore,
+    tenant: &str,
+    session_id: &str,
+    messages: Vec<Message>,
+) -> StoreResult<Option<Vec<SessionMessage>>> {
+    let now = Utc::now().trunc_subsecs(6);
+    let batch: Vec<NewMessage> = messages
+        .into_iter()
+        .map(|message| NewMessage {
+            message,
+            created_at: now,
+        })
+        .collect();
+    store.append_messages(tenant, session_id, &batch).await
+}
+
 /// Why a session could not be created or used.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {

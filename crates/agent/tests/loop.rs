@@ -704,3 +704,111 @@ async fn a_failing_model_ends_with_an_error_event() {
     assert_eq!(last.content, "Half");
     assert!(last.tool_calls.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_continues_after_a_restart_with_its_tool_calls() {
+    use etl_agent::sessions::{self, NewSession, SessionStore};
+    let (dir, app) = app().await;
+    let db = dir.path().join("sessions.db");
+    let tenant = "default";
+    let store = etl_store::SqliteStore::open(&db).await.unwrap();
+    let session = sessions::create(
+        &store,
+        tenant,
+        NewSession {
+            title: Some("orders".into()),
+            system_prompt: Some("Be brief.".into()),
+            ..NewSession::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // First message: a tool round, then an answer; everything goes into the session.
+    let model = Scripted::new(vec![
+        vec![
+            Step::Call(
+                "t1",
+                "host_cli",
+                json!({"command": "query warehouse sql='create table kept (id integer)'"}),
+            ),
+            Step::Finish(FinishReason::ToolCalls),
+        ],
+        vec![
+            Step::Say("Created the table kept."),
+            Step::Finish(FinishReason::Stop),
+        ],
+    ]);
+    let agent = Agent::new(model, app.tools.clone());
+    let said = "make a table called kept";
+    sessions::append_now(&store, tenant, &session.id, vec![Message::user(said)])
+        .await
+        .unwrap()
+        .unwrap();
+    let options = RunOptions {
+        system_prompt: session.system_prompt.clone(),
+        include_tools: session.include_tools,
+        session_id: Some(session.id.clone()),
+        ..RunOptions::default()
+    };
+    let first = agent
+        .chat(ask(user(), said, options.clone()), CancellationToken::new())
+        .await;
+    assert_eq!(
+        first.result.as_ref().unwrap().session_id.as_deref(),
+        Some(session.id.as_str())
+    );
+    sessions::append_now(&store, tenant, &session.id, first.messages.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    store.close().await;
+    drop(store);
+
+    // "Restart": reopen the store; the next message sees the whole earlier turn.
+    let store = etl_store::SqliteStore::open(&db).await.unwrap();
+    let stored = store
+        .get_session(tenant, &session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.message_count, 4);
+    let history = sessions::history(&store, tenant, &session.id)
+        .await
+        .unwrap();
+    let model = Scripted::new(vec![vec![
+        Step::Say("It is still there."),
+        Step::Finish(FinishReason::Stop),
+    ]]);
+    let agent = Agent::new(model.clone(), app.tools.clone());
+    let second = agent
+        .chat(
+            RunRequest {
+                history,
+                ..ask(user(), "is it still there?", options)
+            },
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(second.result.unwrap().response, "It is still there.");
+    let sent = &model.requests()[0].messages;
+    assert_eq!(sent[0], Message::system("Be brief."));
+    assert_eq!(sent[1], Message::user(said));
+    assert_eq!(
+        sent[2].tool_calls[0].id, "t1",
+        "the earlier tool call is seen"
+    );
+    assert_eq!(sent[3].tool_call_id.as_deref(), Some("t1"));
+    assert_eq!(sent[3].success, Some(true));
+    assert_eq!(sent[3], first.messages[1], "its result comes back exactly");
+    assert_eq!(sent[4].content, "Created the table kept.");
+    assert_eq!(sent[5], Message::user("is it still there?"));
+    // Another tenant cannot continue it.
+    assert!(
+        sessions::append_now(&store, "other", &session.id, vec![Message::user("hi")])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.close().await;
+}
