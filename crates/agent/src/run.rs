@@ -368,6 +368,19 @@ impl Agent {
         }
 
         let duration_ms = run.started.elapsed().as_millis() as u64;
+        // Counts and codes only: messages and tool arguments may hold secrets.
+        tracing::info!(
+            run_id = %run_id,
+            tenant = %caller.tenant,
+            model = %model_name,
+            llm_calls = run.usage.llm_calls,
+            tool_calls = run.usage.tool_calls,
+            input_tokens = run.usage.input_tokens,
+            output_tokens = run.usage.output_tokens,
+            duration_ms,
+            outcome = failure.as_ref().map_or(finish, |f| f.code),
+            "agent run ended"
+        );
         let result = match failure {
             Some(error) => {
                 run.emit(AgentEvent::Error(error.clone())).await;

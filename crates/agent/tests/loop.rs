@@ -812,3 +812,24 @@ async fn a_session_continues_after_a_restart_with_its_tool_calls() {
     );
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_or_refused_answer_says_why_it_ended() {
+    let (_dir, app) = app().await;
+    for (reason, finish) in [
+        (FinishReason::Length, "length"),
+        (FinishReason::Refused, "refused"),
+    ] {
+        let model = Scripted::new(vec![vec![Step::Say("Partial"), Step::Finish(reason)]]);
+        let outcome = Agent::new(model, app.tools.clone())
+            .chat(
+                ask(user(), "go", RunOptions::default()),
+                CancellationToken::new(),
+            )
+            .await;
+        let body = outcome.result.unwrap();
+        assert_eq!(body.finish, finish);
+        assert_eq!(body.response, "Partial");
+        assert_eq!(outcome.messages.len(), 1);
+    }
+}
