@@ -1,6 +1,7 @@
 //! The metadata store: where the engine keeps connections, flows, schedules, runs, run logs and
-//! high-water marks, behind the engine's [`etl_engine::Store`] port, and the Agent API's keys,
-//! behind the agent's [`etl_agent::keys::KeyStore`] port.
+//! high-water marks, behind the engine's [`etl_engine::Store`] port, and the Agent API's keys
+//! and chat sessions, behind the agent's [`etl_agent::keys::KeyStore`] and
+//! [`etl_agent::sessions::SessionStore`] ports.
 //!
 //! [`SqliteStore`] is the default backend: one SQLite file in the data directory, opened with
 //! [`SqliteStore::open`], which creates the file and its directories, turns on WAL mode and
@@ -14,7 +15,8 @@
 //!   `Columns` trait a backend implements for its row type;
 //! - the backend module owns only connecting, pool shape, migrations and error classification;
 //! - [`testing::conformance`] (feature `testing`) is the behaviour every backend must show,
-//!   written against `&dyn Store` (and [`testing::key_conformance`] against `&dyn KeyStore`).
+//!   written against `&dyn Store` (and [`testing::key_conformance`] against `&dyn KeyStore`,
+//!   [`testing::session_conformance`] against `&dyn SessionStore`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), etl_engine::StoreError> {
