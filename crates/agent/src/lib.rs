@@ -7,6 +7,7 @@
 
 pub mod keys;
 pub mod library;
+pub mod planner;
 pub mod run;
 pub mod sessions;
 pub mod tools;
