@@ -291,7 +291,11 @@ fn passage_answer(query: &str, text: &str) -> String {
         scored.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         // Sentences sharing a word with the query; the passage's opening when none does.
         let matching = scored.iter().filter(|(_, score)| *score > 0).count();
-        let take = if matching > 0 { matching.min(KEY_SENTENCES) } else { 2 };
+        let take = if matching > 0 {
+            matching.min(KEY_SENTENCES)
+        } else {
+            2
+        };
         let mut picked: Vec<usize> = scored.iter().take(take).map(|(i, _)| *i).collect();
         picked.sort_unstable();
         let quoted: Vec<&str> = picked

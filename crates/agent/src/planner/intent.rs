@@ -113,6 +113,8 @@ pub enum Intent {
     },
     /// "describe it", "show me that": the object the conversation last touched.
     DescribeIt,
+    /// "thanks": nothing to do.
+    Thanks,
     Help,
     /// A request none of the rules understands.
     Unknown,
@@ -150,15 +152,12 @@ const STORES: &[&str] = &[
     "csv",
     "json",
     "ndjson",
-    "rest",
     "warehouse",
-    "api",
-    "files",
 ];
 
 const QUESTION_STARTS: &[&str] = &[
     "how", "what", "what's", "whats", "why", "when", "where", "which", "can", "could", "does",
-    "do", "is", "are", "should", "explain", "tell", "describe", "who", "will", "would",
+    "do", "is", "are", "should", "explain", "describe", "who", "will", "would",
 ];
 
 /// Classifies the request.
@@ -174,6 +173,11 @@ pub fn classify(request: &str) -> Intent {
 
     if is_help(&w, &lower) {
         return Intent::Help;
+    }
+    if w.len() <= 4
+        && (has_any(&w, &["thanks", "thank", "thx", "cheers"]) || has_phrase(&lower, "great job"))
+    {
+        return Intent::Thanks;
     }
     if let Some(intent) = diagnose(&w, &t, &lower) {
         return intent;
@@ -235,7 +239,10 @@ pub fn classify(request: &str) -> Intent {
         return match when(&t, &w, &lower) {
             Some(when) => Intent::Schedule {
                 when,
-                flow: flow_name(&t),
+                // "schedule flow orders ...", "schedule the orders flow", "schedule orders ..."
+                flow: flow_name(&t)
+                    .or_else(|| name_after(&t, &["schedule", "reschedule"], &[]))
+                    .filter(|n| n.parse::<u32>().is_err() && !n.contains('*')),
             },
             None => Intent::UnclearSchedule,
         };
@@ -298,12 +305,15 @@ fn diagnose(w: &[String], t: &[String], lower: &str) -> Option<Intent> {
             "errors", "errored",
         ],
     ) || has_phrase(lower, "went wrong")
-        || has_phrase(lower, "go wrong");
+        || has_phrase(lower, "go wrong")
+        || has_phrase(lower, "wrong with");
     let asks = has_any(
         w,
         &[
             "why",
             "what",
+            "what's",
+            "whats",
             "diagnose",
             "troubleshoot",
             "debug",
@@ -322,13 +332,15 @@ fn diagnose(w: &[String], t: &[String], lower: &str) -> Option<Intent> {
             "diagnose",
             "troubleshoot",
         ],
-    ) || has_phrase(lower, "went wrong");
-    let explicit = has_any(w, &["diagnose", "troubleshoot"]);
+    ) || has_phrase(lower, "went wrong")
+        || has_phrase(lower, "wrong with")
+        // "orders failed, why?": the request opens with the flow, not a question word.
+        || !QUESTION_STARTS.contains(&w[0].as_str());
+    let explicit = has_any(w, &["diagnose", "troubleshoot", "debug"]);
     if (failure && asks && about_flow) || explicit {
         let flow = flow_name(t).or_else(|| {
             // "diagnose orders", "why did orders fail"
             t.iter()
-                .skip(1)
                 .find(|x| {
                     is_name(x)
                         && !super::text::STOP.contains(&x.to_lowercase().as_str())
@@ -353,6 +365,7 @@ fn listing(w: &[String], t: &[String], lower: &str) -> Option<Intent> {
     let first = w[0].as_str();
     let verb_start = [
         "list", "show", "display", "get", "view", "see", "print", "give", "describe", "check",
+        "status", "any",
     ]
     .contains(&first)
         || lower.starts_with("let me see")
@@ -369,9 +382,26 @@ fn listing(w: &[String], t: &[String], lower: &str) -> Option<Intent> {
         || has_phrase(lower, "are defined")
         || has_phrase(lower, "are scheduled")
         || has_phrase(lower, "how many")
+        // "what's scheduled?", "which flows failed", "what connections": an inventory.
+        || (["what", "what's", "whats", "which"].contains(&first)
+            && has_any(
+                w,
+                &["connections", "flows", "schedules", "scheduled", "runs", "pipelines"],
+            ))
         || w.iter().any(|x| x == "my") && w.len() <= 4;
     if !(verb_start || asks_inventory) {
         return None;
+    }
+    // Runs of one flow: "show runs for flow orders", "history of orders".
+    if has_any(w, &["runs", "history", "executions"]) {
+        return Some(Intent::List(Listing::Runs {
+            flow: flow_name(t).or_else(|| {
+                name_after(t, &["of", "for"], &["flow", "the"]).filter(|n| {
+                    !["flow", "flows", "all", "every"].contains(&n.to_lowercase().as_str())
+                })
+            }),
+            failed: has_any(w, &["failed", "failing", "error", "errors", "failures"]),
+        }));
     }
     // One thing by name: "describe flow orders", "show connection crm", "show run 01ab...".
     for (thing, markers) in [
@@ -1239,5 +1269,47 @@ mod tests {
             Intent::CreateFlow(_)
         ));
         assert_eq!(classify("write me a poem"), Intent::Unknown);
+        assert_eq!(classify("tell me a joke"), Intent::Unknown);
+        assert_eq!(classify("thanks!"), Intent::Thanks);
+        assert_eq!(
+            classify("orders failed, why?"),
+            Intent::Diagnose {
+                flow: Some("orders".into())
+            }
+        );
+        assert_eq!(
+            classify("what's wrong with orders"),
+            Intent::Diagnose {
+                flow: Some("orders".into())
+            }
+        );
+        assert_eq!(
+            classify("debug flow orders"),
+            Intent::Diagnose {
+                flow: Some("orders".into())
+            }
+        );
+        assert_eq!(
+            classify("what's scheduled?"),
+            Intent::List(Listing::Schedules)
+        );
+        assert_eq!(
+            classify("show runs for flow orders"),
+            Intent::List(Listing::Runs {
+                flow: Some("orders".into()),
+                failed: false
+            })
+        );
+        assert!(matches!(
+            classify("How do I connect to a REST API with a bearer token?"),
+            Intent::Question {
+                templates: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify("schedule orders every 2 hours"),
+            Intent::Schedule { flow: Some(f), .. } if f == "orders"
+        ));
     }
 }

@@ -42,6 +42,10 @@ pub fn next(conv: &Conversation<'_>, intent: &Intent) -> Action {
     }
     match intent {
         Intent::Help => Action::Say(answer::help()),
+        Intent::Thanks => Action::Say(
+            "You're welcome. Ask me to list, create, run or schedule something whenever you like."
+                .to_string(),
+        ),
         Intent::Unknown => Action::Say(answer::cannot(conv.request)),
         Intent::UnclearSchedule => Action::Say(answer::unclear_schedule()),
         Intent::Question { query, templates } => question(conv, query, *templates),
@@ -327,7 +331,13 @@ fn resolve(
         }
         (conn.unwrap_or_else(|| "warehouse".to_string()), target)
     };
-    if let Some(location) = &draft.source_location {
+    // A connection named among the source words wins: "/contacts" in "from crm /contacts" is
+    // then the object, not a folder.
+    let names_connection = draft
+        .source_words
+        .iter()
+        .any(|w| find(w).is_some() || split_ref(w).is_some());
+    if let Some(location) = draft.source_location.as_ref().filter(|_| !names_connection) {
         let (conn_draft, object) = if location.contains("://") && !location.starts_with("file://") {
             let draft = url_draft(location).ok_or_else(|| {
                 format!("I cannot read from '{location}': only http(s), postgres, mysql and sqlite URLs are understood.")
@@ -396,7 +406,7 @@ fn resolve(
         {
             source = Some(c);
             object = Some(o);
-        } else if object.is_none() && (is_name(w) || w.contains('*')) {
+        } else if object.is_none() && (is_name(w) || w.contains('*') || w.starts_with('/')) {
             object = Some(w.clone());
         }
     }
