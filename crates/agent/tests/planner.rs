@@ -583,6 +583,53 @@ async fn running_an_unknown_flow_reports_the_error() {
     t.says("unknown flow 'nope'");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_a_database_connection_is_copied_and_previewed() {
+    let mut chat = Chat::new().await;
+    let db = chat.dir.path().join("shop.db");
+    chat.host(&format!(
+        "create connection shop type=sqlite path={}; query shop sql='create table users (id integer, name text)'; query shop sql=\"insert into users values (1, 'ann'), (2, 'bob')\"",
+        db.display()
+    ))
+    .await;
+    let t = chat
+        .say("copy the users table from shop to warehouse and run it")
+        .await;
+    assert_eq!(
+        t.commands(),
+        [
+            "list connections; list flows",
+            "create flow users_to_warehouse source=shop object=users destination=warehouse target=users; run flow users_to_warehouse --wait"
+        ]
+    );
+    t.says("Created flow 'users_to_warehouse'")
+        .says("2 rows read, 2 rows written");
+
+    let t = chat.say("preview warehouse users").await;
+    assert_eq!(t.commands(), ["preview warehouse users"]);
+    t.says("ann").says("bob");
+
+    let t = chat.say("show me the logs of it").await;
+    assert_eq!(t.commands(), ["logs flow users_to_warehouse"]);
+    t.says("finished: 2 rows read, 2 written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_a_connection_then_test_it() {
+    let mut chat = Chat::new().await;
+    let folder = chat.folder("landing", &[("a.csv", ORDERS)]);
+    chat.say(&format!("create a connection to {}", folder.display()))
+        .await
+        .says("Created connection 'landing' (file)");
+    let t = chat.say("test it").await;
+    assert_eq!(t.commands(), ["test connection landing"]);
+    t.says("connection 'landing' works");
+
+    let t = chat.say("test connection nowhere").await;
+    assert_eq!(t.ok, [false]);
+    t.says("'test connection nowhere' failed: unknown connection 'nowhere'");
+}
+
 // --- templates ----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -839,6 +839,17 @@ pub fn connection_created(draft: &ConnectionDraft, step: &Step<'_>, renamed: boo
     out
 }
 
+/// A direct command's answer: the host language's own readable rendering, which is already
+/// written for people (a test's verdict, a log, a preview table).
+pub fn command_result(step: &Step<'_>) -> String {
+    let statements = step.statements();
+    match statements.first() {
+        Some(st) if !st.ok => format!("'{}' failed: {}", st.text, st.error),
+        Some(_) => step.text().to_string(),
+        None => failed_step(step),
+    }
+}
+
 pub fn no_objects(connection: &str, step: &Step<'_>) -> String {
     let statements = step.statements();
     match statements.first() {

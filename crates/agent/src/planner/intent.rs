@@ -115,6 +115,17 @@ pub enum Intent {
     DescribeIt,
     /// "thanks": nothing to do.
     Thanks,
+    /// A direct command on one connection or flow: test, logs, stop, enable or disable a
+    /// schedule, preview. `name` is `None` for "it".
+    Command {
+        /// The statement's verb and noun, e.g. `test connection`.
+        command: &'static str,
+        /// Whether the command takes a connection (otherwise a flow).
+        on_connection: bool,
+        name: Option<String>,
+        /// What follows the name (`tail=50`, a preview's object).
+        rest: String,
+    },
     Help,
     /// A request none of the rules understands.
     Unknown,
@@ -180,6 +191,9 @@ pub fn classify(request: &str) -> Intent {
         return Intent::Thanks;
     }
     if let Some(intent) = diagnose(&w, &t, &lower) {
+        return intent;
+    }
+    if let Some(intent) = command(&w, &t) {
         return intent;
     }
     let asks_about = [
@@ -288,6 +302,104 @@ pub fn classify(request: &str) -> Intent {
         };
     }
     Intent::Unknown
+}
+
+/// "test connection crm", "test it", "show the logs of orders", "stop it", "pause the
+/// schedule of orders", "preview inbox orders.csv".
+fn command(w: &[String], t: &[String]) -> Option<Intent> {
+    let first = w[0].as_str();
+    let (command, on_connection) = match first {
+        "test" | "check" | "ping"
+            if !has_any(
+                w,
+                &[
+                    "flow",
+                    "flows",
+                    "connections",
+                    "runs",
+                    "schedules",
+                    "status",
+                ],
+            ) =>
+        {
+            ("test connection", true)
+        }
+        "stop" | "cancel" | "abort" => ("stop flow", false),
+        "pause" | "disable" | "suspend" => ("disable schedule", false),
+        "resume" | "enable" | "unpause" => ("enable schedule", false),
+        "preview" | "sample" | "peek" => ("preview", true),
+        _ if has_any(w, &["logs", "log"]) && !has_any(w, &["how", "what", "where"]) => {
+            ("logs flow", false)
+        }
+        _ => return None,
+    };
+    let skip = [
+        "connection",
+        "connections",
+        "flow",
+        "schedule",
+        "the",
+        "logs",
+        "log",
+        "of",
+        "for",
+        "show",
+        "me",
+        "get",
+        "see",
+        "view",
+        "latest",
+        "last",
+        "run",
+        "test",
+        "check",
+        "ping",
+        "stop",
+        "cancel",
+        "abort",
+        "pause",
+        "disable",
+        "suspend",
+        "resume",
+        "enable",
+        "unpause",
+        "preview",
+        "sample",
+        "peek",
+        "please",
+        "again",
+        "now",
+        "whether",
+        "if",
+        "works",
+        "working",
+        "can",
+        "you",
+    ];
+    let mut names = t.iter().filter(|x| {
+        let l = x.to_lowercase();
+        is_name(x) && !skip.contains(&l.as_str()) && !super::text::STOP.contains(&l.as_str())
+    });
+    let name = names.next().cloned();
+    let rest = if command == "preview" {
+        names.next().cloned().unwrap_or_default()
+    } else {
+        key_values(t)
+            .into_iter()
+            .filter(|(k, _)| k == "tail")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if command == "preview" && (name.is_none() || rest.is_empty()) {
+        return None;
+    }
+    Some(Intent::Command {
+        command,
+        on_connection,
+        name,
+        rest,
+    })
 }
 
 fn is_help(w: &[String], lower: &str) -> bool {

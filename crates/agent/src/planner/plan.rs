@@ -42,6 +42,12 @@ pub fn next(conv: &Conversation<'_>, intent: &Intent) -> Action {
     }
     match intent {
         Intent::Help => Action::Say(answer::help()),
+        Intent::Command {
+            command,
+            on_connection,
+            name,
+            rest,
+        } => direct(conv, command, *on_connection, name.as_deref(), rest),
         Intent::Thanks => Action::Say(
             "You're welcome. Ask me to list, create, run or schedule something whenever you like."
                 .to_string(),
@@ -467,6 +473,50 @@ fn flow_in_context(
             Some(Touched::Flow(f)) => Ok(f),
             other => Err(other),
         },
+    }
+}
+
+/// A direct command on a named object or on "it".
+fn direct(
+    conv: &Conversation<'_>,
+    command: &str,
+    on_connection: bool,
+    named: Option<&str>,
+    rest: &str,
+) -> Action {
+    let name = match (named, conv.last_touched()) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(Touched::Connection(c))) if on_connection => c,
+        (None, Some(Touched::Flow(f))) if !on_connection => f,
+        (None, Some(Touched::Flow(f))) => {
+            return Action::Say(format!(
+                "'{f}' is a flow; '{command}' works on a connection. Name the connection, e.g. \"{command} warehouse\"."
+            ));
+        }
+        (None, _) if on_connection => {
+            return Action::Say(format!(
+                "Which connection? Name it, e.g. \"{command} warehouse\"."
+            ));
+        }
+        (None, _) => return which_flow(conv, command.split(' ').next().unwrap_or(command)),
+    };
+    let mut statement = format!("{command} {}", quote(&name));
+    if !rest.is_empty() {
+        statement.push(' ');
+        statement.push_str(&quote_words(rest));
+    }
+    match conv.host_step(&statement) {
+        None => host(statement),
+        Some(step) => Action::Say(answer::command_result(step)),
+    }
+}
+
+/// `tail=50` stays as it is; a bare object name is quoted when it needs to be.
+fn quote_words(rest: &str) -> String {
+    if rest.contains('=') {
+        rest.to_string()
+    } else {
+        quote(rest)
     }
 }
 
