@@ -257,6 +257,25 @@ async fn numbered_steps_in_the_docs_come_back_as_steps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_tables_answer_with_their_matching_rows() {
+    let mut chat = Chat::new().await;
+    let t = chat
+        .say("How do I connect to a REST API with a bearer token?")
+        .await;
+    assert_eq!(t.tools(), ["search_knowledge_base"]);
+    t.says("- `token`: Bearer token")
+        .says("docs/connectors/http.md#connection-properties")
+        .never_says("|---");
+
+    // A general question about failures is a question, not a diagnosis of some flow.
+    let t = chat
+        .say("What happens when a run fails in replace mode?")
+        .await;
+    assert_eq!(t.tools(), ["search_knowledge_base"]);
+    t.says("From \"replace\"").says("staging table");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_without_an_answer_says_so() {
     let mut chat = Chat::new().await;
     let t = chat.say("what is xyzzyplugh frobnication?").await;

@@ -161,6 +161,8 @@ fn path_title(hit: &Json) -> String {
 /// continuation lines) and the first example block.
 struct Parsed {
     sentences: Vec<String>,
+    /// Table rows as "first cell: last cell" (reference tables of properties and errors).
+    rows: Vec<String>,
     steps: Vec<String>,
     example: Option<Vec<String>>,
 }
@@ -169,6 +171,7 @@ impl Parsed {
     fn of(text: &str) -> Parsed {
         let text = text.trim_start_matches('…').replace("**", "");
         let mut prose = Vec::new();
+        let mut rows = Vec::new();
         let mut steps: Vec<String> = Vec::new();
         let mut example: Option<Vec<String>> = None;
         let mut in_code = false;
@@ -186,6 +189,17 @@ impl Parsed {
             if in_code {
                 code.push(line.to_string());
                 continue;
+            }
+            if trimmed.starts_with('|') && !trimmed.starts_with("|-") && !trimmed.starts_with("|:")
+            {
+                let cells: Vec<&str> = trimmed
+                    .trim_matches('|')
+                    .split(" | ")
+                    .map(str::trim)
+                    .collect();
+                if cells.len() >= 2 {
+                    rows.push(format!("{}: {}", cells[0], cells[cells.len() - 1]));
+                }
             }
             if trimmed.starts_with('|') || trimmed.starts_with('#') || trimmed.is_empty() {
                 prose.push(String::new());
@@ -214,6 +228,7 @@ impl Parsed {
             .collect();
         Parsed {
             sentences,
+            rows,
             steps,
             example,
         }
@@ -250,10 +265,32 @@ fn pick_passage<'a>(query: &str, hits: &[&'a Json]) -> Option<&'a Json> {
     if procedural && let Some((h, _)) = top.iter().find(|(_, p)| p.has_steps()) {
         return Some(*h);
     }
-    top.iter()
-        .find(|(_, p)| p.has_steps() || p.statements().len() >= 2)
-        .map(|(h, _)| *h)
-        .or_else(|| hits.first().copied())
+    // Otherwise the passage whose title and best sentence share the most words with the
+    // question (the title counts most: it names what the passage is about).
+    let terms = query_terms(query);
+    let score = |h: &Json, p: &Parsed| {
+        // Scaled by the title's length, so a long error-message title matching by chance
+        // does not beat a short title that is exactly the subject.
+        let title_text = s(h, "title");
+        let title_words = words(title_text).len().max(6);
+        let title = matches(title_text, &terms) * 12 / title_words;
+        let best = p
+            .statements()
+            .iter()
+            .map(|(_, sentence)| matches(sentence, &terms))
+            .chain(p.rows.iter().map(|r| matches(r, &terms)))
+            .max()
+            .unwrap_or(0);
+        title + best
+    };
+    let mut best: Option<(&Json, usize)> = None;
+    for (h, p) in &top {
+        let sc = score(h, p);
+        if best.is_none_or(|(_, b)| sc > b) {
+            best = Some((*h, sc));
+        }
+    }
+    best.map(|(h, _)| h).or_else(|| hits.first().copied())
 }
 
 /// A passage reduced to what answers the query: its numbered steps when it has some, otherwise
@@ -282,27 +319,53 @@ fn passage_answer(query: &str, text: &str) -> String {
         let mut scored: Vec<(usize, usize)> = parsed
             .statements()
             .iter()
-            .map(|(i, sentence)| {
-                let sw: Vec<String> = words(sentence).iter().map(|w| stem(w)).collect();
-                (*i, terms.iter().filter(|t| sw.contains(t)).count())
-            })
+            .map(|(i, sentence)| (*i, matches(sentence, &terms)))
             .collect();
         // Best first; on a tie the earlier sentence (passages open with their summary).
         scored.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         // Sentences sharing a word with the query; the passage's opening when none does.
         let matching = scored.iter().filter(|(_, score)| *score > 0).count();
+        // With no sentence about the question and an example to show, the example answers;
+        // a passage cut from the middle of its section would only offer stray sentences.
         let take = if matching > 0 {
             matching.min(KEY_SENTENCES)
+        } else if parsed.example.is_some() && text.starts_with('…') {
+            0
         } else {
             2
         };
         let mut picked: Vec<usize> = scored.iter().take(take).map(|(i, _)| *i).collect();
+        // A passage that starts at its section's beginning opens with its summary: keep it.
+        if !text.starts_with('…')
+            && let Some((first, _)) = parsed.statements().first()
+            && !picked.contains(first)
+        {
+            picked.truncate(KEY_SENTENCES - 1);
+            picked.push(*first);
+        }
         picked.sort_unstable();
         let quoted: Vec<&str> = picked
             .iter()
             .map(|i| parsed.sentences[*i].as_str())
             .collect();
-        if quoted.is_empty() {
+        let rows: Vec<&String> = parsed
+            .rows
+            .iter()
+            .filter(|r| matches(r, &terms) > 0)
+            .take(4)
+            .collect();
+        if quoted.is_empty() && !rows.is_empty() {
+            // A reference table: the rows about the question's words.
+            out.push_str(
+                &rows
+                    .iter()
+                    .map(|r| format!("- {r}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        } else if quoted.is_empty() && parsed.example.is_some() {
+            out.push_str("The documentation shows it by example.");
+        } else if quoted.is_empty() {
             // Nothing but code and tables: the start of the passage as it is.
             out.push_str(
                 &text
@@ -321,6 +384,12 @@ fn passage_answer(query: &str, text: &str) -> String {
         out.push_str(&lines.join("\n"));
     }
     out
+}
+
+/// How many of the terms a sentence contains.
+fn matches(sentence: &str, terms: &[String]) -> usize {
+    let sw: Vec<String> = words(sentence).iter().map(|w| stem(w)).collect();
+    terms.iter().filter(|t| sw.contains(t)).count()
 }
 
 /// The query's meaningful words, stemmed.

@@ -433,21 +433,18 @@ fn diagnose(w: &[String], t: &[String], lower: &str) -> Option<Intent> {
             "how",
         ],
     ) || has_phrase(lower, "how come");
-    let about_flow = has_any(
-        w,
-        &[
-            "flow",
-            "run",
-            "it",
-            "that",
-            "this",
-            "diagnose",
-            "troubleshoot",
-        ],
-    ) || has_phrase(lower, "went wrong")
+    // A question word opening the request ("what happens when a run fails?") makes it a
+    // diagnosis only when it points at one flow: by name, as "it", or "why did X fail".
+    let opens_question = QUESTION_STARTS.contains(&w[0].as_str());
+    let about_flow = flow_name(t).is_some()
+        || has_any(w, &["it", "that", "this", "diagnose", "troubleshoot"])
+        || has_phrase(lower, "my flow")
+        || has_phrase(lower, "the flow")
+        || has_phrase(lower, "went wrong")
         || has_phrase(lower, "wrong with")
+        || (w[0] == "why" && w.get(1).is_some_and(|x| ["did", "has", "is"].contains(&x.as_str())))
         // "orders failed, why?": the request opens with the flow, not a question word.
-        || !QUESTION_STARTS.contains(&w[0].as_str());
+        || !opens_question;
     let explicit = has_any(w, &["diagnose", "troubleshoot", "debug"]);
     if (failure && asks && about_flow) || explicit {
         let flow = flow_name(t).or_else(|| {
@@ -1382,6 +1379,16 @@ mod tests {
         ));
         assert_eq!(classify("write me a poem"), Intent::Unknown);
         assert_eq!(classify("tell me a joke"), Intent::Unknown);
+        assert!(matches!(
+            classify("What happens when a run fails in replace mode?"),
+            Intent::Question { .. }
+        ));
+        assert_eq!(
+            classify("why did orders fail"),
+            Intent::Diagnose {
+                flow: Some("orders".into())
+            }
+        );
         assert_eq!(classify("thanks!"), Intent::Thanks);
         assert_eq!(
             classify("orders failed, why?"),

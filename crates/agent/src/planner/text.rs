@@ -174,9 +174,15 @@ pub fn sentences(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     let chars: Vec<char> = text.chars().collect();
+    // Inside `inline code` a period never ends a sentence (`LIKE ... A`).
+    let mut in_code = false;
     for (i, &c) in chars.iter().enumerate() {
         current.push(c);
-        if matches!(c, '.' | '?' | '!')
+        if c == '`' {
+            in_code = !in_code;
+        }
+        if !in_code
+            && matches!(c, '.' | '?' | '!')
             && chars.get(i + 1).is_some_and(|n| n.is_whitespace())
             && chars
                 .get(i + 2)
@@ -248,6 +254,10 @@ mod tests {
                 "Then run it.",
                 "`x` works."
             ]
+        );
+        assert_eq!(
+            sentences("Made `LIKE ... A` here. Next."),
+            ["Made `LIKE ... A` here.", "Next."]
         );
     }
 
