@@ -474,7 +474,7 @@ async fn a_flow_from_a_path_creates_its_connection_and_runs_when_asked() {
         )
     );
     t.says("Created connection 'customers' (file).")
-        .says("mode merge")
+        .says("mode merge, keys id")
         .says("3 rows read, 3 rows written");
 }
 

@@ -961,19 +961,27 @@ pub fn flow_created(step: &Step<'_>) -> String {
         } else if st.text.starts_with("create flow") {
             let src = d.get("source").cloned().unwrap_or_default();
             let dst = d.get("destination").cloned().unwrap_or_default();
+            let mut how = vec![format!("mode {}", s(d, "mode"))];
+            if let Some(keys) = d.get("keys").and_then(Json::as_array)
+                && !keys.is_empty()
+            {
+                let k: Vec<&str> = keys.iter().filter_map(Json::as_str).collect();
+                how.push(format!("keys {}", k.join(",")));
+            }
+            if let Some(column) = d.get("incremental").and_then(Json::as_str) {
+                how.push(format!("incremental on {column}"));
+            }
+            if d.get("create").and_then(Json::as_bool).unwrap_or(false) {
+                how.push("the table is created when missing".to_string());
+            }
             out.push(format!(
-                "Created flow '{}': {} from '{}' into table {} of '{}' (mode {}{}).",
+                "Created flow '{}': {} from '{}' into table {} of '{}' ({}).",
                 s(d, "name"),
                 s(&src, "object"),
                 s(&src, "connection"),
                 s(&dst, "target"),
                 s(&dst, "connection"),
-                s(d, "mode"),
-                if d.get("create").and_then(Json::as_bool).unwrap_or(false) {
-                    ", the table is created when missing"
-                } else {
-                    ""
-                }
+                how.join(", ")
             ));
         } else if st.text.starts_with("run flow") {
             out.push(run_sentence(s(d, "flow"), d));

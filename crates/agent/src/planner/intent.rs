@@ -888,7 +888,6 @@ fn flow_draft(text: &str, w: &[String], t: &[String]) -> Option<FlowDraft> {
         "table",
         "tables",
         "file",
-        "files_from",
         "from",
         "in",
         "of",
@@ -1001,7 +1000,7 @@ fn flow_draft(text: &str, w: &[String], t: &[String]) -> Option<FlowDraft> {
         draft.incremental = name_after(
             t,
             &["on", "by", "using", "incremental", "incrementally"],
-            &["column", "the"],
+            &["column", "the", "on", "by", "using"],
         )
         .filter(|c| c != "merge");
     }
@@ -1378,6 +1377,23 @@ mod tests {
             Intent::CreateFlow(_)
         ));
         assert_eq!(classify("write me a poem"), Intent::Unknown);
+        match classify("load orders.csv from inbox into warehouse incrementally by updated_at") {
+            Intent::CreateFlow(d) => {
+                assert_eq!(d.incremental.as_deref(), Some("updated_at"));
+                assert_eq!(d.source_words, ["orders.csv", "inbox"]);
+                assert_eq!(d.destination_words, ["warehouse"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match classify("sync shop.orders into warehouse.orders with merge on order_id") {
+            Intent::CreateFlow(d) => {
+                assert_eq!(
+                    (d.mode, d.keys.as_deref()),
+                    (Some("merge"), Some("order_id"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(classify("tell me a joke"), Intent::Unknown);
         assert!(matches!(
             classify("What happens when a run fails in replace mode?"),
