@@ -87,13 +87,24 @@ impl Planner {
                 events.push(Event::Finish(FinishReason::ToolCalls));
             }
             Action::Say(text) => {
-                let output_tokens = count_tokens(&text);
-                events.extend(fragments(&text).into_iter().map(Event::Text));
+                let mut parts = fragments(&text);
+                // `max_tokens` cuts the answer like a provider would, and says so (Length).
+                let limit = request.max_tokens.map(|m| m as usize);
+                let cut = limit.is_some_and(|m| parts.len() > m);
+                if let Some(m) = limit.filter(|_| cut) {
+                    parts.truncate(m);
+                }
+                let output_tokens: u64 = parts.iter().map(|p| count_tokens(p)).sum();
+                events.extend(parts.into_iter().map(Event::Text));
                 events.push(Event::Usage(Usage {
                     input_tokens,
                     output_tokens,
                 }));
-                events.push(Event::Finish(FinishReason::Stop));
+                events.push(Event::Finish(if cut {
+                    FinishReason::Length
+                } else {
+                    FinishReason::Stop
+                }));
             }
         }
         events
@@ -166,6 +177,26 @@ mod tests {
         assert!(parts.len() > 5);
         assert_eq!(parts.concat(), text);
         assert!(fragments("").is_empty());
+    }
+
+    #[test]
+    fn max_tokens_cuts_the_answer() {
+        let request = Request {
+            messages: vec![Message::user("write me a poem")],
+            max_tokens: Some(5),
+            ..Request::default()
+        };
+        let events = Planner::new().events(&request);
+        let texts = events
+            .iter()
+            .filter(|e| matches!(e, Event::Text(_)))
+            .count();
+        assert_eq!(texts, 5);
+        assert_eq!(events.last(), Some(&Event::Finish(FinishReason::Length)));
+        assert!(events.contains(&Event::Usage(Usage {
+            input_tokens: 4,
+            output_tokens: 5
+        })));
     }
 
     #[test]

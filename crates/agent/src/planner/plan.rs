@@ -335,6 +335,28 @@ fn resolve(
                 target = Some(w.clone());
             }
         }
+        // "into postgres" names a kind of database, not a connection: say which exist rather
+        // than writing a table called "postgres" into the warehouse.
+        if conn.is_none()
+            && let Some(kind) = draft.destination_words.iter().find(|w| {
+                [
+                    "postgres",
+                    "postgresql",
+                    "mysql",
+                    "mariadb",
+                    "sqlite",
+                    "database",
+                    "db",
+                ]
+                .contains(&w.to_lowercase().as_str())
+            })
+        {
+            let known: Vec<&str> = connections.iter().map(|c| c.0.as_str()).collect();
+            return Err(format!(
+                "There is no connection named '{kind}' to write to. Your connections are: {}. Create the database connection first (\"connect to postgres://user@host/db\"), then name it: \"load ... into NAME\".",
+                known.join(", ")
+            ));
+        }
         (conn.unwrap_or_else(|| "warehouse".to_string()), target)
     };
     // A connection named among the source words wins: "/contacts" in "from crm /contacts" is
@@ -720,5 +742,12 @@ mod tests {
         );
         assert_eq!(r.target.as_deref(), Some("sales"));
         assert!(resolve(&FlowDraft::default(), &conns).is_err());
+        let draft = FlowDraft {
+            source_words: vec!["files".into()],
+            destination_words: vec!["postgres".into()],
+            ..FlowDraft::default()
+        };
+        let err = resolve(&draft, &conns).err().unwrap();
+        assert!(err.contains("no connection named 'postgres'"), "{err}");
     }
 }
