@@ -834,3 +834,51 @@ async fn tool_call_ids_are_unique_across_the_conversation() {
         .collect();
     assert_eq!(ids, ["call_planner_1", "call_planner_2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_the_agent_loop_it_keeps_its_context_across_turns() {
+    use etl_agent::run::{Agent, RunOptions, RunRequest};
+    let chat = Chat::new().await;
+    let agent = Agent::new(std::sync::Arc::new(Planner::new()), chat.app.tools.clone());
+    let mut history: Vec<Message> = Vec::new();
+    let turn = |history: &[Message], message: &str| RunRequest {
+        caller: chat.caller.clone(),
+        history: history.to_vec(),
+        message: message.to_string(),
+        options: RunOptions::default(),
+    };
+    let first = agent
+        .chat(
+            turn(&history, "create a connection to api.example.com"),
+            CancellationToken::new(),
+        )
+        .await;
+    let answer = first.result.as_ref().expect("the first turn succeeds");
+    assert_eq!(answer.model, MODEL_NAME);
+    assert_eq!(answer.tools_used, ["host_cli"]);
+    assert!(
+        answer.response.contains("Created connection 'example'"),
+        "{}",
+        answer.response
+    );
+    assert!(answer.usage.input_tokens > 0 && answer.usage.output_tokens > 0);
+    history.push(Message::user("create a connection to api.example.com"));
+    history.extend(first.messages.clone());
+
+    let second = agent
+        .chat(
+            turn(&history, "schedule it every hour"),
+            CancellationToken::new(),
+        )
+        .await;
+    let answer = second.result.expect("the second turn succeeds");
+    assert_eq!(answer.tools_used, ["host_cli", "host_cli"]);
+    assert!(
+        answer
+            .response
+            .contains("I first created flow 'example_to_warehouse'")
+            && answer.response.contains("now runs every 1h"),
+        "{}",
+        answer.response
+    );
+}
