@@ -6,8 +6,14 @@
 //!
 //! ```no_run
 //! # async fn demo(tools: etl_agent::tools::ToolRegistry, library: std::sync::Arc<etl_agent::Library>,
-//! #               keys: std::sync::Arc<dyn etl_agent::keys::KeyStore>) -> std::io::Result<()> {
-//! let state = etl_api::ApiState::new(tools, library, keys, etl_api::ApiConfig::default());
+//! #               keys: std::sync::Arc<dyn etl_agent::keys::KeyStore>,
+//! #               sessions: std::sync::Arc<dyn etl_agent::sessions::SessionStore>) -> std::io::Result<()> {
+//! let agent = etl_agent::run::Agent::new(
+//!     std::sync::Arc::new(etl_agent::planner::Planner::new()),
+//!     tools.clone(),
+//! );
+//! let chat = etl_api::Chat { agent, sessions };
+//! let state = etl_api::ApiState::new(tools, library, keys, chat, etl_api::ApiConfig::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, etl_api::router(state)).await
 //! # }
@@ -15,12 +21,14 @@
 //!
 //! Every answer carries `x-request-id` (the client's, when it sent a sane one), and every
 //! request is logged in a tracing span with that id. Every error, whatever its status, is the
-//! body [`error::ErrorBody`]; chat, sessions and MCP arrive with the agent loop.
+//! body [`error::ErrorBody`]. MCP is not served yet.
 
 pub mod auth;
+pub mod chat;
 pub mod error;
 pub mod kb;
 pub mod keys;
+pub mod sessions;
 pub mod tools;
 
 use std::sync::Arc;
@@ -34,8 +42,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use etl_agent::Library;
 use etl_agent::keys::KeyStore;
+use etl_agent::run::Agent;
+use etl_agent::sessions::SessionStore;
 use etl_agent::tools::ToolRegistry;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -62,6 +73,27 @@ pub struct ApiConfig {
     pub rate_burst: u32,
     /// The version `GET /health` reports.
     pub version: String,
+    /// Sessions one tenant may keep; creating one more answers 400 until some are deleted.
+    pub max_sessions_per_tenant: u64,
+    /// Largest chat `message` (and `system_prompt`), in bytes of UTF-8; over it, 413.
+    pub max_message_bytes: usize,
+    /// Characters of a session's earlier messages sent to the model at most; the oldest whole
+    /// turns are left out first.
+    pub history_budget_chars: usize,
+}
+
+/// Default of [`ApiConfig::max_sessions_per_tenant`].
+pub const DEFAULT_MAX_SESSIONS: u64 = 10_000;
+/// Default of [`ApiConfig::max_message_bytes`]: 64 KiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Default of [`ApiConfig::history_budget_chars`].
+pub const DEFAULT_HISTORY_BUDGET_CHARS: usize = 200_000;
+
+/// What chat needs: the agent loop (its model and tools) and where sessions live.
+#[derive(Clone)]
+pub struct Chat {
+    pub agent: Agent,
+    pub sessions: Arc<dyn SessionStore>,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +104,9 @@ impl Default for ApiConfig {
             rate_per_second: 20.0,
             rate_burst: 40,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            max_sessions_per_tenant: DEFAULT_MAX_SESSIONS,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            history_budget_chars: DEFAULT_HISTORY_BUDGET_CHARS,
         }
     }
 }
@@ -86,6 +121,10 @@ struct Inner {
     tools: ToolRegistry,
     library: Arc<Library>,
     keys: Arc<dyn KeyStore>,
+    chat: Chat,
+    /// Cancelled when the server stops: every chat run is a child, so open streams end with
+    /// an `error` event instead of holding the shutdown up.
+    shutdown: CancellationToken,
     limiter: RateLimiter,
     catalogue: axum::body::Bytes,
     openapi: axum::body::Bytes,
@@ -97,6 +136,7 @@ impl ApiState {
         tools: ToolRegistry,
         library: Arc<Library>,
         keys: Arc<dyn KeyStore>,
+        chat: Chat,
         config: ApiConfig,
     ) -> ApiState {
         let catalogue = tools::catalogue(&tools).into();
@@ -110,6 +150,8 @@ impl ApiState {
                 tools,
                 library,
                 keys,
+                chat,
+                shutdown: CancellationToken::new(),
                 catalogue,
                 openapi,
                 config,
@@ -128,6 +170,17 @@ impl ApiState {
     }
     pub fn config(&self) -> &ApiConfig {
         &self.inner.config
+    }
+    pub fn agent(&self) -> &Agent {
+        &self.inner.chat.agent
+    }
+    pub fn sessions(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.chat.sessions
+    }
+    /// Cancel it when the server stops: chat runs are canceled and their streams end with an
+    /// `error` event (what was said is kept in the session).
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
     }
     pub fn limiter(&self) -> &RateLimiter {
         &self.inner.limiter
@@ -148,6 +201,22 @@ pub fn router(state: ApiState) -> Router {
         .route(&path("/openapi.json"), get(openapi))
         .route(&path("/tools"), get(tools::list))
         .route(&path("/tools/{name}/execute"), post(tools::execute))
+        .route(&path("/chat"), post(chat::chat))
+        .route(&path("/chat/stream"), post(chat::chat_stream))
+        .route(
+            &path("/sessions"),
+            get(sessions::list).post(sessions::create),
+        )
+        .route(
+            &path("/sessions/{id}"),
+            get(sessions::get).delete(sessions::delete),
+        )
+        .route(&path("/sessions/{id}/messages"), get(sessions::messages))
+        .route(&path("/sessions/{id}/chat"), post(sessions::chat))
+        .route(
+            &path("/sessions/{id}/chat/stream"),
+            post(sessions::chat_stream),
+        )
         .route(&path("/keys"), get(keys::list).post(keys::create))
         .route(&path("/keys/{id}"), axum::routing::delete(keys::revoke))
         .route(&path("/kb/documents"), get(kb::list))
@@ -199,15 +268,13 @@ async fn request_context(request: Request, next: Next) -> Response {
 
 async fn not_found(request: Request) -> ApiError {
     let path = request.uri().path();
-    let rest = path.strip_prefix(BASE_PATH).unwrap_or("");
-    if ["/chat", "/sessions"].iter().any(|p| rest.starts_with(p))
-        || path.starts_with("/rest/v1/ai-agent/mcp")
-    {
+    if path.starts_with("/rest/v1/ai-agent/mcp") {
         return ApiError::not_found(
             "not_found",
             format!(
-                "{path} is not served yet: chat, sessions and MCP arrive with the agent loop; \
-                 until then call the tools directly with POST {BASE_PATH}/tools/{{name}}/execute"
+                "{path} is not served yet: MCP arrives later; until then use POST \
+                 {BASE_PATH}/chat or call the tools directly with POST \
+                 {BASE_PATH}/tools/{{name}}/execute"
             ),
         );
     }
@@ -237,7 +304,7 @@ pub struct Health {
     pub status: String,
     pub service: String,
     pub version: String,
-    /// The model behind chat: none yet, chat arrives with the agent loop and built-in planner.
+    /// The model behind chat (`builtin-planner` unless an LLM is configured).
     pub model: String,
     /// How many tools `GET /tools` lists.
     pub tools: usize,
@@ -256,7 +323,7 @@ pub async fn health(State(state): State<ApiState>) -> axum::Json<Health> {
         status: "ok".into(),
         service: "etlworks-agent".into(),
         version: state.config().version.clone(),
-        model: "none yet".into(),
+        model: state.agent().model().name().to_string(),
         tools: state.tools().tools().len(),
     })
 }
@@ -280,15 +347,24 @@ pub async fn openapi(State(state): State<ApiState>) -> Response {
 #[openapi(
     info(
         title = "etlworks-agent Agent API",
-        description = "The self-hosted Agent API: tools, key management and knowledge-base \
+        description = "The self-hosted Agent API: chat (plain and streamed), chat \
+                       sessions, tools, key management and knowledge-base \
                        documents. Every request under the base path sends \
                        `Authorization: Bearer <key>`. Errors are always \
-                       `{\"success\": false, \"error\", \"code\"}`. Chat, sessions and MCP are \
-                       not served yet."
+                       `{\"success\": false, \"error\", \"code\"}`. MCP is not served yet."
     ),
     paths(
         health,
         openapi,
+        chat::chat,
+        chat::chat_stream,
+        sessions::create,
+        sessions::list,
+        sessions::get,
+        sessions::delete,
+        sessions::messages,
+        sessions::chat,
+        sessions::chat_stream,
         tools::list,
         tools::execute,
         keys::create,
@@ -301,6 +377,8 @@ pub async fn openapi(State(state): State<ApiState>) -> Response {
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
     tags(
+        (name = "chat", description = "One message through the agent, answered whole or streamed"),
+        (name = "sessions", description = "Conversations kept across messages and restarts"),
         (name = "tools", description = "The agent's tools, callable directly"),
         (name = "keys", description = "API keys of the caller's tenant (admin keys)"),
         (name = "knowledge base", description = "The tenant's own knowledge-base documents"),

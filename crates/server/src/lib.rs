@@ -72,6 +72,10 @@ pub struct App {
     pub tools: etl_agent::tools::ToolRegistry,
     /// The API keys, in the same metadata store as the engine's data.
     pub keys: Arc<dyn etl_agent::keys::KeyStore>,
+    /// Chat sessions, in the same metadata store.
+    pub sessions: Arc<dyn etl_agent::sessions::SessionStore>,
+    /// The agent loop over the built-in planner and the tools.
+    pub agent: etl_agent::run::Agent,
 }
 
 /// Opens the engine, brings the bundled documentation into the knowledge base (only changed
@@ -79,6 +83,7 @@ pub struct App {
 pub async fn open_app(settings: &Settings) -> Result<App> {
     let store = open_store(settings).await?;
     let keys: Arc<dyn etl_agent::keys::KeyStore> = Arc::new(store.clone());
+    let sessions: Arc<dyn etl_agent::sessions::SessionStore> = Arc::new(store.clone());
     let engine = engine_on(settings, store).await?;
     let kb_dir = settings.data_dir.join("kb");
     let kb = tokio::task::spawn_blocking(move || -> Result<etl_kb::KnowledgeBase> {
@@ -111,12 +116,17 @@ pub async fn open_app(settings: &Settings) -> Result<App> {
         },
         Vec::new(),
     );
+    // The built-in planner is the model until an LLM provider is configured.
+    let agent =
+        etl_agent::run::Agent::new(Arc::new(etl_agent::planner::Planner::new()), tools.clone());
     Ok(App {
         engine,
         library,
         host,
         tools,
         keys,
+        sessions,
+        agent,
     })
 }
 

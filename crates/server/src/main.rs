@@ -115,6 +115,12 @@ struct ServeArgs {
     /// Requests a key may send in a burst before the sustained rate applies.
     #[arg(long, env = "ETLWORKS_AGENT_RATE_BURST", default_value_t = 40)]
     rate_burst: u32,
+    /// Chat sessions one tenant may keep; creating one more answers 400 until some are deleted.
+    #[arg(long, env = "ETLWORKS_AGENT_MAX_SESSIONS", default_value_t = etl_api::DEFAULT_MAX_SESSIONS)]
+    max_sessions: u64,
+    /// Largest chat message in bytes; a longer one answers 413.
+    #[arg(long, env = "ETLWORKS_AGENT_MAX_MESSAGE_BYTES", default_value_t = etl_api::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -347,6 +353,8 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
         body_limit: args.body_limit,
         rate_per_second: args.rate_limit,
         rate_burst: args.rate_burst,
+        max_sessions_per_tenant: args.max_sessions,
+        max_message_bytes: args.max_message_bytes.max(1),
         version: env!("CARGO_PKG_VERSION").to_string(),
         ..etl_api::ApiConfig::default()
     };
@@ -354,8 +362,13 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
         app.tools.clone(),
         app.library.clone(),
         app.keys.clone(),
+        etl_api::Chat {
+            agent: app.agent.clone(),
+            sessions: app.sessions.clone(),
+        },
         config,
     );
+    let stop_chats = state.shutdown().clone();
     let stop_scheduler = CancellationToken::new();
     let scheduler = tokio::spawn({
         let engine = app.engine.clone();
@@ -382,6 +395,8 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
         _ = shutdown_signal() => {
             tracing::info!("stopping: no new connections; finishing the requests in flight");
             stop_serving.cancel();
+            // Open streams end with an `error` event now rather than holding the stop up.
+            stop_chats.cancel();
             match tokio::time::timeout(Duration::from_secs(30), &mut server).await {
                 Ok(r) => r,
                 Err(_) => {

@@ -168,9 +168,13 @@ async fn bad_calls_answer_the_error_body_with_the_right_status_and_code() {
     assert!(m.contains("openapi.json"), "{m}");
     let got = send(server.request(Method::DELETE, "/tools", Some(&key))).await;
     assert_error(&got, StatusCode::METHOD_NOT_ALLOWED, "bad_request");
-    let got = server
-        .post("/chat", &key, json!({"message": "hello"}))
-        .await;
+    let got = send(
+        server
+            .http
+            .post(format!("{}/rest/v1/ai-agent/mcp", server.root))
+            .bearer_auth(&key),
+    )
+    .await;
     let m = assert_error(&got, StatusCode::NOT_FOUND, "not_found");
     assert!(m.contains("not served yet"), "{m}");
 
@@ -189,7 +193,7 @@ async fn health_openapi_and_request_ids() {
         assert_eq!(health["success"], true);
         assert_eq!(health["status"], "ok");
         assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
-        assert_eq!(health["model"], "none yet");
+        assert_eq!(health["model"], "built-in-planner");
         assert_eq!(health["tools"], 7);
     }
 

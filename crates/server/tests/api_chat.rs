@@ -1,0 +1,495 @@
+//! Chat, streaming and sessions against the real binary with the built-in planner: `/chat`
+//! bodies, `/chat/stream` parsed frame by frame, a multi-turn session that survives a restart,
+//! tenant isolation, a client that leaves mid-stream, the session cap and bad bodies.
+
+mod api_util;
+
+use api_util::{Server, assert_error, cli, send, temp_data};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value as Json, json};
+
+/// One parsed SSE frame.
+#[derive(Debug)]
+struct Frame {
+    event: String,
+    data: Json,
+}
+
+/// Posts to a stream endpoint and reads every frame to the end; checks each frame's `event`
+/// equals its data's `type`.
+async fn stream(server: &Server, path: &str, key: &str, body: Json) -> Vec<Frame> {
+    let response = server
+        .request(Method::POST, path, Some(key))
+        .json(&body)
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let text = response.text().await.expect("the stream ends");
+    parse(&text)
+}
+
+fn parse(text: &str) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut event = None;
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event: ") {
+                event = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data.push_str(v);
+            } else {
+                assert!(line.starts_with(':'), "an unexpected line: {line:?}");
+            }
+        }
+        let Some(event) = event else { continue };
+        let data: Json = serde_json::from_str(&data).expect("each frame's data is JSON");
+        assert_eq!(data["type"], event.as_str(), "event and type agree: {data}");
+        frames.push(Frame { event, data });
+    }
+    frames
+}
+
+/// The checks every complete stream must pass; answers the `done` body.
+fn check_stream(frames: &[Frame]) -> Json {
+    assert_eq!(frames.first().unwrap().event, "start", "{frames:?}");
+    let last = frames.last().unwrap();
+    assert_eq!(last.event, "done", "{frames:?}");
+    let tokens: String = frames
+        .iter()
+        .filter(|f| f.event == "token")
+        .map(|f| f.data["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(tokens, last.data["response"].as_str().unwrap());
+    // Every tool_start is followed by its tool_end before the next tool starts.
+    let mut open: Option<String> = None;
+    for f in frames {
+        match f.event.as_str() {
+            "tool_start" => {
+                assert!(open.is_none(), "a tool started inside another: {frames:?}");
+                open = Some(f.data["id"].as_str().unwrap().to_string());
+            }
+            "tool_end" => {
+                assert_eq!(open.take().as_deref(), f.data["id"].as_str(), "{frames:?}");
+                assert!(f.data["success"].is_boolean() && f.data["duration_ms"].is_u64());
+            }
+            _ => {}
+        }
+    }
+    assert!(open.is_none(), "every tool_start has its tool_end");
+    let starts: Vec<&str> = frames
+        .iter()
+        .filter(|f| f.event == "tool_start")
+        .map(|f| f.data["name"].as_str().unwrap())
+        .collect();
+    let used: Vec<&str> = last.data["tools_used"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(starts, used);
+    last.data.clone()
+}
+
+#[tokio::test]
+async fn chat_answers_whole_and_streamed_with_the_same_shapes() {
+    let (_tmp, data) = temp_data();
+    let server = Server::start(&data, &[]);
+    let key = server.admin_key();
+
+    let (status, health) = send(server.request(Method::GET, "/health", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["model"], "built-in-planner", "{health}");
+
+    let (status, body) = server
+        .post("/chat", &key, json!({"message": "list my connections"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["success"], true);
+    assert_eq!(body["tools_used"], json!(["host_cli"]), "{body}");
+    assert!(
+        body["response"].as_str().unwrap().contains("warehouse"),
+        "{body}"
+    );
+    let usage = &body["usage"];
+    for field in [
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "tool_calls",
+        "llm_calls",
+    ] {
+        assert!(usage[field].as_u64().unwrap() > 0, "{field}: {body}");
+    }
+    assert_eq!(body["tool_calls"][0]["name"], "host_cli");
+    assert_eq!(body["tool_calls"][0]["success"], true);
+    assert_eq!(body["model"], "built-in-planner");
+    assert!(body["duration_ms"].is_u64());
+    assert!(body.get("session_id").is_none(), "{body}");
+
+    let frames = stream(
+        &server,
+        "/chat/stream",
+        &key,
+        json!({"message": "list my connections"}),
+    )
+    .await;
+    let done = check_stream(&frames);
+    assert_eq!(frames[0].data["session_id"], Json::Null);
+    assert_eq!(frames[0].data["model"], "built-in-planner");
+    assert!(frames.iter().any(|f| f.event == "usage"), "{frames:?}");
+    assert_eq!(done["tools_used"], json!(["host_cli"]));
+    assert_eq!(
+        done["response"], body["response"],
+        "same question, same answer"
+    );
+    assert_eq!(done["usage"], body["usage"], "same question, same usage");
+
+    // A read-only key may chat; agentic tools are refused inside the loop, not with a 403.
+    let (_, readonly) = server
+        .create_key(&key, json!({"name": "viewer", "role": "readonly"}))
+        .await;
+    let (status, body) = server
+        .post(
+            "/chat",
+            &readonly,
+            json!({"message": "create a connection to api.example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    if let Some(call) = body["tool_calls"].as_array().unwrap().first() {
+        assert_eq!(
+            call["success"], false,
+            "refused for a read-only key: {body}"
+        );
+    }
+    let (_, list) = server
+        .tool(&key, "host_cli", json!({"command": "list connections"}))
+        .await;
+    assert!(
+        !list["result"].as_str().unwrap().contains("example"),
+        "nothing was created by a read-only key: {list}"
+    );
+}
+
+#[tokio::test]
+async fn bad_chat_bodies_are_refused_clearly() {
+    let (_tmp, data) = temp_data();
+    let server = Server::start(&data, &["--max-message-bytes", "2048"]);
+    let key = server.admin_key();
+    for path in ["/chat", "/chat/stream"] {
+        for (body, needle) in [
+            (json!({}), "no 'message'"),
+            (json!({"message": ""}), "empty"),
+            (json!({"message": 42}), "must be a string"),
+            (
+                json!({"message": "hi", "include_tools": "no"}),
+                "include_tools",
+            ),
+            (json!({"message": "hi", "max_tokens": "many"}), "max_tokens"),
+        ] {
+            let got = server.post(path, &key, body.clone()).await;
+            let message = assert_error(&got, StatusCode::BAD_REQUEST, "bad_request");
+            assert!(message.contains(needle), "{path} {body}: {message}");
+        }
+        let got = send(
+            server
+                .request(Method::POST, path, Some(&key))
+                .header("content-type", "application/json")
+                .body("{\"message\": "),
+        )
+        .await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "bad_request");
+        let got = server
+            .post(path, &key, json!({"message": "x".repeat(3000)}))
+            .await;
+        let message = assert_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+        assert!(message.contains("2048 bytes"), "{message}");
+        let got = send(
+            server
+                .request(Method::POST, path, None)
+                .json(&json!({"message": "hi"})),
+        )
+        .await;
+        assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let (status, health) = send(server.request(Method::GET, "/health", None)).await;
+    assert_eq!(status, StatusCode::OK, "still up: {health}");
+}
+
+#[tokio::test]
+async fn a_session_keeps_its_history_across_a_restart() {
+    let (_tmp, data) = temp_data();
+    let mut server = Server::start(&data, &[]);
+    let key = server.admin_key();
+
+    let (status, created) = server
+        .post(
+            "/sessions",
+            &key,
+            json!({"title": "billing api", "metadata": {"team": "finance"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["success"], true);
+    let id = created["session_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("ses_"), "{created}");
+    assert!(created["created_at"].is_string());
+
+    let (status, first) = server
+        .post(
+            &format!("/sessions/{id}/chat"),
+            &key,
+            json!({"message": "create a connection to api.example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["session_id"], id.as_str());
+    assert!(
+        first["response"]
+            .as_str()
+            .unwrap()
+            .contains("Created connection 'example'"),
+        "{first}"
+    );
+
+    // The second turn streams; "it" is the connection of the first turn.
+    let frames = stream(
+        &server,
+        &format!("/sessions/{id}/chat/stream"),
+        &key,
+        json!({"message": "schedule it every hour"}),
+    )
+    .await;
+    let done = check_stream(&frames);
+    assert_eq!(frames[0].data["session_id"], id.as_str());
+    assert_eq!(done["session_id"], id.as_str());
+    let said = done["response"].as_str().unwrap();
+    assert!(said.contains("example_to_warehouse"), "{said}");
+    assert!(said.contains("every 1h"), "{said}");
+
+    // Right after `done` the session already holds the whole turn.
+    let (status, messages) = server.get(&format!("/sessions/{id}/messages"), &key).await;
+    assert_eq!(status, StatusCode::OK, "{messages}");
+    let before = messages["count"].as_u64().unwrap();
+    let list = messages["messages"].as_array().unwrap();
+    assert_eq!(list.len() as u64, before);
+    assert_eq!(list[0]["role"], "user");
+    assert_eq!(list[0]["content"], "create a connection to api.example.com");
+    assert_eq!(list[0]["id"], 1);
+    assert!(list.iter().any(|m| m["role"] == "tool"), "{messages}");
+    assert!(
+        list.iter()
+            .any(|m| m["role"] == "assistant" && !m["tool_calls"].as_array().unwrap().is_empty()),
+        "{messages}"
+    );
+    assert_eq!(list.last().unwrap()["role"], "assistant");
+    assert!(list.iter().all(|m| m["created_at"].is_string()));
+
+    let exit = server.stop();
+    assert!(exit.success(), "clean stop: {exit}");
+    let server = Server::start(&data, &[]);
+
+    let (status, one) = server.get(&format!("/sessions/{id}"), &key).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["session"]["title"], "billing api");
+    assert_eq!(one["session"]["metadata"]["team"], "finance");
+    assert_eq!(one["session"]["message_count"], before);
+
+    let (status, third) = server
+        .post(
+            &format!("/sessions/{id}/chat"),
+            &key,
+            json!({"message": "list flows"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    assert!(
+        third["response"]
+            .as_str()
+            .unwrap()
+            .contains("example_to_warehouse"),
+        "{third}"
+    );
+    let (_, messages) = server
+        .get(&format!("/sessions/{id}/messages?limit=1000"), &key)
+        .await;
+    assert!(
+        messages["count"].as_u64().unwrap() > before + 1,
+        "{messages}"
+    );
+    let (_, page) = server
+        .get(&format!("/sessions/{id}/messages?limit=2&offset=1"), &key)
+        .await;
+    assert_eq!(page["count"], 2);
+    assert_eq!(page["messages"][0]["id"], 2);
+
+    let (status, sessions) = server.get("/sessions", &key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sessions["sessions"][0]["id"], id.as_str(), "{sessions}");
+    assert!(sessions["sessions"][0]["message_count"].as_u64().unwrap() > before);
+
+    let (status, deleted) = server.delete(&format!("/sessions/{id}"), &key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(deleted, json!({"success": true}));
+    let got = server.get(&format!("/sessions/{id}"), &key).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "session_not_found");
+}
+
+#[tokio::test]
+async fn sessions_are_private_to_their_tenant_and_capped() {
+    let (_tmp, data) = temp_data();
+    let server = Server::start(&data, &["--max-sessions", "3"]);
+    let key = server.admin_key();
+    // A key of another tenant, made on the command line while the server runs.
+    let out = cli(
+        &data,
+        &[
+            "keys", "create", "--name", "other", "--role", "admin", "--tenant", "acme",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (_, created) = server.post("/sessions", &key, json!({})).await;
+    let id = created["session_id"].as_str().unwrap().to_string();
+
+    for id in [id.as_str(), "ses_doesnotexist0000000"] {
+        let got = server.get(&format!("/sessions/{id}"), &other).await;
+        let message = assert_error(&got, StatusCode::NOT_FOUND, "session_not_found");
+        assert!(message.contains(id), "{message}");
+        let got = server
+            .get(&format!("/sessions/{id}/messages"), &other)
+            .await;
+        assert_error(&got, StatusCode::NOT_FOUND, "session_not_found");
+        let got = server
+            .post(
+                &format!("/sessions/{id}/chat"),
+                &other,
+                json!({"message": "hi"}),
+            )
+            .await;
+        assert_error(&got, StatusCode::NOT_FOUND, "session_not_found");
+        let got = server
+            .post(
+                &format!("/sessions/{id}/chat/stream"),
+                &other,
+                json!({"message": "hi"}),
+            )
+            .await;
+        assert_error(&got, StatusCode::NOT_FOUND, "session_not_found");
+        let got = server.delete(&format!("/sessions/{id}"), &other).await;
+        assert_error(&got, StatusCode::NOT_FOUND, "session_not_found");
+    }
+    let (_, theirs) = server.get("/sessions", &other).await;
+    assert_eq!(theirs["count"], 0, "{theirs}");
+    let (_, ours) = server.get("/sessions", &key).await;
+    assert_eq!(
+        ours["count"], 1,
+        "the session survived the attempts: {ours}"
+    );
+
+    // Bad session bodies and queries.
+    let got = server
+        .post("/sessions", &key, json!({"metadata": [1]}))
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "bad_request");
+    let got = server.post("/sessions", &key, json!({"title": 5})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "bad_request");
+    let got = server.get("/sessions?limit=0", &key).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "bad_request");
+    let got = server.get("/sessions?limit=abc", &key).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "bad_request");
+
+    // The cap: three per tenant, counted per tenant.
+    for _ in 0..2 {
+        let (status, body) = server.post("/sessions", &key, json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let got = server.post("/sessions", &key, json!({})).await;
+    let message = assert_error(&got, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("--max-sessions"), "{message}");
+    let (status, body) = server.post("/sessions", &other, json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "another tenant has its own cap: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
+    let (_tmp, data) = temp_data();
+    let server = Server::start(&data, &[]);
+    let key = server.admin_key();
+    let (_, created) = server.post("/sessions", &key, json!({})).await;
+    let id = created["session_id"].as_str().unwrap().to_string();
+
+    let mut response = server
+        .request(
+            Method::POST,
+            &format!("/sessions/{id}/chat/stream"),
+            Some(&key),
+        )
+        .json(&json!({"message": "how do I schedule a flow?"}))
+        .send()
+        .await
+        .expect("the stream starts");
+    assert_eq!(response.status(), StatusCode::OK);
+    // Read the first chunk (at least `start`), then hang up.
+    let chunk = response
+        .chunk()
+        .await
+        .expect("a chunk")
+        .expect("some bytes");
+    assert!(String::from_utf8_lossy(&chunk).contains("event: start"));
+    drop(response);
+
+    // The question is stored before the run; the run's messages once it stops.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, messages) = server.get(&format!("/sessions/{id}/messages"), &key).await;
+        assert_eq!(status, StatusCode::OK);
+        let list = messages["messages"].as_array().unwrap();
+        if list.len() >= 2 {
+            assert_eq!(list[0]["role"], "user");
+            assert_eq!(list[0]["content"], "how do I schedule a flow?");
+            // Whatever the loop got to, every tool call has its result.
+            let calls = list
+                .iter()
+                .flat_map(|m| m["tool_calls"].as_array().unwrap().clone())
+                .count();
+            let results = list.iter().filter(|m| m["role"] == "tool").count();
+            assert_eq!(calls, results, "{messages}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run's messages were not kept: {messages}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The server is fine and the session goes on.
+    let (status, next) = server
+        .post(
+            &format!("/sessions/{id}/chat"),
+            &key,
+            json!({"message": "list flows"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    assert_eq!(next["success"], true);
+}
