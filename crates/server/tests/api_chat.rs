@@ -430,11 +430,42 @@ async fn sessions_are_private_to_their_tenant_and_capped() {
     );
 }
 
+/// The client hangs up while the agent waits on a tool (a flow whose source API takes two
+/// seconds): the run is canceled before its answer, and the session keeps the question, the
+/// tool call and its result.
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
+    use std::sync::Arc;
+    let started = Arc::new(tokio::sync::Notify::new());
+    let slow_api = axum::Router::new().route(
+        "/orders",
+        axum::routing::get({
+            let started = started.clone();
+            move || async move {
+                started.notify_one();
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                axum::Json(json!([{"id": 1, "total": 9.5}]))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, slow_api).await });
+
     let (_tmp, data) = temp_data();
     let server = Server::start(&data, &[]);
     let key = server.admin_key();
+    let (_, setup) = server
+        .tool(
+            &key,
+            "host_cli",
+            json!({"command": format!(
+                "create connection shop type=http url=http://{api_addr} max_retries=0; \
+                 create flow orders source=shop object=/orders destination=warehouse target=orders"
+            )}),
+        )
+        .await;
+    assert_eq!(setup["success"], true, "{setup}");
     let (_, created) = server.post("/sessions", &key, json!({})).await;
     let id = created["session_id"].as_str().unwrap().to_string();
 
@@ -444,45 +475,55 @@ async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
             &format!("/sessions/{id}/chat/stream"),
             Some(&key),
         )
-        .json(&json!({"message": "how do I schedule a flow?"}))
+        .json(&json!({"message": "run flow orders"}))
         .send()
         .await
         .expect("the stream starts");
     assert_eq!(response.status(), StatusCode::OK);
-    // Read the first chunk (at least `start`), then hang up.
-    let chunk = response
-        .chunk()
-        .await
-        .expect("a chunk")
-        .expect("some bytes");
-    assert!(String::from_utf8_lossy(&chunk).contains("event: start"));
+    // Read until the tool starts, then hang up while it runs.
+    let mut seen = String::new();
+    while !seen.contains("event: tool_start") {
+        let chunk = response
+            .chunk()
+            .await
+            .expect("a chunk")
+            .unwrap_or_else(|| panic!("the stream ended before a tool started: {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: start"), "{seen}");
+    started.notified().await;
     drop(response);
 
-    // The question is stored before the run; the run's messages once it stops.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    // The question is stored before the run; the call and its result once the tool returns.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let list = loop {
         let (status, messages) = server.get(&format!("/sessions/{id}/messages"), &key).await;
         assert_eq!(status, StatusCode::OK);
-        let list = messages["messages"].as_array().unwrap();
-        if list.len() >= 2 {
-            assert_eq!(list[0]["role"], "user");
-            assert_eq!(list[0]["content"], "how do I schedule a flow?");
-            // Whatever the loop got to, every tool call has its result.
-            let calls = list
-                .iter()
-                .flat_map(|m| m["tool_calls"].as_array().unwrap().clone())
-                .count();
-            let results = list.iter().filter(|m| m["role"] == "tool").count();
-            assert_eq!(calls, results, "{messages}");
-            break;
+        let list = messages["messages"].as_array().unwrap().clone();
+        if list.len() >= 3 {
+            break list;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "the run's messages were not kept: {messages}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    // The server is fine and the session goes on.
+    };
+    // Give a run that was (wrongly) not canceled time to append its answer.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (_, messages) = server.get(&format!("/sessions/{id}/messages"), &key).await;
+    assert_eq!(
+        messages["count"], 3,
+        "nothing after the tool result: {messages}"
+    );
+    assert_eq!(list[0]["role"], "user");
+    assert_eq!(list[0]["content"], "run flow orders");
+    assert_eq!(list[1]["role"], "assistant");
+    assert_eq!(list[1]["tool_calls"][0]["name"], "host_cli");
+    assert_eq!(list[2]["role"], "tool");
+    assert_eq!(list[2]["tool_call_id"], list[1]["tool_calls"][0]["id"]);
+
+    // The server is fine and the session goes on, the earlier turn in its history.
     let (status, next) = server
         .post(
             &format!("/sessions/{id}/chat"),
@@ -492,4 +533,8 @@ async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
         .await;
     assert_eq!(status, StatusCode::OK, "{next}");
     assert_eq!(next["success"], true);
+    assert!(
+        next["response"].as_str().unwrap().contains("orders"),
+        "{next}"
+    );
 }
