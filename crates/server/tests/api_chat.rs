@@ -538,3 +538,78 @@ async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
         "{next}"
     );
 }
+
+/// SIGTERM while a stream waits on a tool: the stream ends with an `error` event (`canceled`)
+/// as soon as the tool returns, the session keeps the turn, and the process exits cleanly.
+#[tokio::test]
+async fn a_stopping_server_ends_open_streams_with_an_error_event() {
+    use std::sync::Arc;
+    let started = Arc::new(tokio::sync::Notify::new());
+    let slow_api = axum::Router::new().route(
+        "/orders",
+        axum::routing::get({
+            let started = started.clone();
+            move || async move {
+                started.notify_one();
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                axum::Json(json!([{"id": 1, "total": 9.5}]))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, slow_api).await });
+
+    let (_tmp, data) = temp_data();
+    let mut server = Server::start(&data, &[]);
+    let key = server.admin_key();
+    let (_, setup) = server
+        .tool(
+            &key,
+            "host_cli",
+            json!({"command": format!(
+                "create connection shop type=http url=http://{api_addr} max_retries=0; \
+                 create flow orders source=shop object=/orders destination=warehouse target=orders"
+            )}),
+        )
+        .await;
+    assert_eq!(setup["success"], true, "{setup}");
+    let (_, created) = server.post("/sessions", &key, json!({})).await;
+    let id = created["session_id"].as_str().unwrap().to_string();
+
+    let response = server
+        .request(
+            Method::POST,
+            &format!("/sessions/{id}/chat/stream"),
+            Some(&key),
+        )
+        .json(&json!({"message": "run flow orders"}))
+        .send()
+        .await
+        .expect("the stream starts");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = tokio::spawn(response.text());
+    started.notified().await;
+    let stopped = tokio::task::spawn_blocking(move || {
+        let status = server.stop();
+        (status, server)
+    });
+    let text = body.await.unwrap().expect("the stream ends");
+    let frames = parse(&text);
+    let last = frames.last().expect("some frames");
+    assert_eq!(last.event, "error", "{text}");
+    assert_eq!(last.data["code"], "canceled", "{text}");
+    assert!(
+        frames.iter().any(|f| f.event == "tool_end"),
+        "the tool finished first: {text}"
+    );
+    let (status, _server) = stopped.await.unwrap();
+    assert!(status.success(), "a clean exit: {status:?}");
+
+    let server = Server::start(&data, &[]);
+    let (_, messages) = server.get(&format!("/sessions/{id}/messages"), &key).await;
+    assert_eq!(
+        messages["count"], 3,
+        "question, call and result kept: {messages}"
+    );
+}
