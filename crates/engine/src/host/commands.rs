@@ -213,8 +213,19 @@ impl Args {
 
     /// Fails when anything was not consumed, naming it.
     fn done(&self) -> EngineResult<()> {
+        self.refuse_leftovers(true)
+    }
+
+    /// Like `done`, but only positionals and flags: named arguments are the caller's to use.
+    fn done_positional(&self) -> EngineResult<()> {
+        self.refuse_leftovers(false)
+    }
+
+    fn refuse_leftovers(&self, named_too: bool) -> EngineResult<()> {
         let mut extra: Vec<String> = self.positional.iter().map(|p| format!("'{p}'")).collect();
-        extra.extend(self.named.iter().map(|(k, _)| format!("'{k}='")));
+        if named_too {
+            extra.extend(self.named.iter().map(|(k, _)| format!("'{k}='")));
+        }
         extra.extend(self.flags.iter().map(|f| format!("'--{f}'")));
         if extra.is_empty() {
             Ok(())
@@ -934,24 +945,6 @@ fn words_of(a: &mut Args, what: &str) -> EngineResult<String> {
         )));
     }
     Ok(words)
-}
-
-impl Args {
-    /// Like `done`, but only positionals and flags: named arguments are the caller's to use.
-    fn done_positional(&self) -> EngineResult<()> {
-        let mut extra: Vec<String> = self.positional.iter().map(|p| format!("'{p}'")).collect();
-        extra.extend(self.flags.iter().map(|f| format!("'--{f}'")));
-        if extra.is_empty() {
-            Ok(())
-        } else {
-            Err(EngineError::invalid(format!(
-                "'{}' does not take {}; {}",
-                self.spec.name,
-                extra.join(", "),
-                self.usage()
-            )))
-        }
-    }
 }
 
 const FLOW_KEYS: &[&str] = &[
