@@ -4,6 +4,22 @@
 //!
 //! One loop, one event stream and one session format then serve every model. This crate knows
 //! nothing of data integration, HTTP servers or sessions.
+//!
+//! Two providers implement [`Model`] over HTTP: [`OpenAi`] (any OpenAI-compatible Chat
+//! Completions server: OpenAI, Azure OpenAI, Ollama, vLLM, llama.cpp, LM Studio, Groq,
+//! OpenRouter) and [`Anthropic`] (the Messages API). Both stream, retry what is worth retrying
+//! while nothing has been said yet, time out stalled streams ([`HttpOptions`]) and never print
+//! their key ([`ApiKey`]).
+
+pub mod anthropic;
+pub mod openai;
+mod sse;
+mod stream;
+mod transport;
+
+pub use anthropic::{Anthropic, AnthropicConfig};
+pub use openai::{OpenAi, OpenAiConfig};
+pub use transport::{ApiKey, HttpOptions, ensure_crypto_provider};
 
 pub mod tokens;
 
@@ -177,4 +193,11 @@ pub trait Model: Send + Sync {
         request: Request,
         cancel: CancellationToken,
     ) -> Result<EventStream, LlmError>;
+    /// Checks that the model can answer (provider reachable, key accepted, model known),
+    /// without spending tokens where the provider allows it. Answers a one-line description of
+    /// what was checked, or the error that says exactly what is wrong. Models that need
+    /// nothing (the built-in planner) keep this default.
+    async fn check(&self) -> Result<String, LlmError> {
+        Ok(format!("{} needs no connection", self.name()))
+    }
 }
