@@ -78,7 +78,11 @@ pub struct SessionMessage {
 pub trait SessionStore: Send + Sync {
     /// Saves a new session (its `message_count` is ignored and starts at 0); `Conflict` when
     /// the id is taken.
-    async fn insert_session(&self, session: &Session) -> StoreResult<()>;
+    ///
+    /// The tenant may hold at most `max_per_tenant` sessions: the count and the insert are one
+    /// atomic step, so concurrent creations never go over it. Answers false (nothing saved) when
+    /// the tenant already has that many.
+    async fn insert_session(&self, session: &Session, max_per_tenant: u64) -> StoreResult<bool>;
     /// The tenant's sessions, most recently updated first (then newest created, then id), at
     /// most `limit` (0: all) after skipping `offset`.
     async fn list_sessions(
@@ -130,6 +134,7 @@ pub async fn create(
     store: &dyn SessionStore,
     tenant: &str,
     new: NewSession,
+    max_per_tenant: u64,
 ) -> Result<Session, SessionError> {
     let metadata = match new.metadata {
         None | Some(Json::Null) => Json::Null,
@@ -157,7 +162,11 @@ pub async fn create(
         updated_at: now,
         message_count: 0,
     };
-    store.insert_session(&session).await?;
+    if !store.insert_session(&session, max_per_tenant).await? {
+        return Err(SessionError::Full {
+            max: max_per_tenant,
+        });
+    }
     Ok(session)
 }
 
@@ -201,6 +210,9 @@ pub enum SessionError {
     /// The request is wrong (HTTP 400).
     #[error("{0}")]
     Invalid(String),
+    /// The tenant already has the most sessions allowed.
+    #[error("this tenant already has {max} sessions, the most allowed")]
+    Full { max: u64 },
     #[error(transparent)]
     Store(#[from] etl_engine::StoreError),
 }

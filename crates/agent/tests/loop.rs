@@ -720,6 +720,7 @@ async fn a_session_continues_after_a_restart_with_its_tool_calls() {
             system_prompt: Some("Be brief.".into()),
             ..NewSession::default()
         },
+        u64::MAX,
     )
     .await
     .unwrap();

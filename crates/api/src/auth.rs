@@ -156,10 +156,7 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for JsonBody<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.to_ascii_lowercase());
-        let limit = state.config().body_limit;
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|r| body_rejection(r.status(), &r.body_text(), limit))?;
+        let bytes = read_body(req, state, state.config().body_limit).await?;
         let value: Json = if bytes.iter().all(u8::is_ascii_whitespace) {
             Json::Object(Default::default())
         } else {
@@ -185,6 +182,30 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for JsonBody<T> {
         serde_json::from_value(value)
             .map(JsonBody)
             .map_err(|e| ApiError::bad_request(format!("the body does not fit this endpoint: {e}")))
+    }
+}
+
+/// Reads a whole request body of at most `limit` bytes (the route's body limit layer enforces
+/// it; `limit` only words the message) within the configured read timeout: 413 over the limit,
+/// 408 when the client sends too slowly, 400 for anything else.
+pub async fn read_body(req: Request, state: &ApiState, limit: usize) -> Result<Bytes, ApiError> {
+    // A body announced as too big is refused before a byte of it is read.
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(body_rejection(StatusCode::PAYLOAD_TOO_LARGE, "", limit));
+    }
+    let timeout = state.config().read_timeout;
+    match tokio::time::timeout(timeout, Bytes::from_request(req, state)).await {
+        Ok(read) => read.map_err(|r| body_rejection(r.status(), &r.body_text(), limit)),
+        Err(_) => Err(ApiError::request_timeout(format!(
+            "the request body did not arrive within {} s; send the whole body at once, or ask \
+             the operator to raise --read-timeout",
+            timeout.as_secs_f64()
+        ))),
     }
 }
 

@@ -17,7 +17,8 @@ pub struct ErrorBody {
     /// A sentence saying what went wrong and what to do about it.
     pub error: String,
     /// A stable machine code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `tool_not_found`, `invalid_arguments`, `tool_failed`, `payload_too_large`,
+    /// `session_not_found`, `tool_not_found`, `invalid_arguments`, `tool_failed`,
+    /// `payload_too_large`, `request_timeout`,
     /// `rate_limited`, `unavailable`, `internal`.
     pub code: String,
 }
@@ -74,6 +75,11 @@ impl ApiError {
     /// 413 `payload_too_large`.
     pub fn payload_too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// 408 `request_timeout`: the client did not send its whole body in time.
+    pub fn request_timeout(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
     }
 
     /// 429 `rate_limited` with `Retry-After: seconds`.

@@ -2,8 +2,8 @@
 //! keys). Uploads are raw bodies, so `curl --data-binary @guide.md` works as is; the knowledge
 //! base decides whether the bytes are Markdown, text or HTML.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::Request;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use etl_kb::{DocumentInfo, KbError, KbErrorKind};
@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::ApiState;
-use crate::auth::{Auth, body_rejection};
+use crate::auth::{Auth, read_body};
 use crate::error::{ApiError, ErrorBody};
 
 /// One document of the tenant.
@@ -137,12 +137,11 @@ pub async fn upload(
     State(state): State<ApiState>,
     auth: Auth,
     name: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<axum::Json<DocumentAdded>, ApiError> {
     let Path(name) = name.map_err(|e| ApiError::bad_request(e.body_text()))?;
     auth.require_admin("adding knowledge-base documents")?;
-    let bytes = body
-        .map_err(|r| body_rejection(r.status(), &r.body_text(), state.config().document_limit))?;
+    let bytes = read_body(request, &state, state.config().document_limit).await?;
     let kb = state.library().kb.clone();
     let tenant = auth.key.tenant.clone();
     let info = blocking("adding the document to the knowledge base", move || {

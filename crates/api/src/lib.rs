@@ -15,7 +15,9 @@
 //! let chat = etl_api::Chat { agent, sessions };
 //! let state = etl_api::ApiState::new(tools, library, keys, chat, etl_api::ApiConfig::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, etl_api::router(state)).await
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! etl_api::serve::serve(listener, etl_api::router(state), Default::default(), stop).await;
+//! # Ok(())
 //! # }
 //! ```
 //!
@@ -28,6 +30,7 @@ pub mod chat;
 pub mod error;
 pub mod kb;
 pub mod keys;
+pub mod serve;
 pub mod sessions;
 pub mod tools;
 
@@ -80,6 +83,8 @@ pub struct ApiConfig {
     /// Characters of a session's earlier messages sent to the model at most; the oldest whole
     /// turns are left out first.
     pub history_budget_chars: usize,
+    /// Time a client has to send a whole request body once its headers arrived; over it, 408.
+    pub read_timeout: std::time::Duration,
 }
 
 /// Default of [`ApiConfig::max_sessions_per_tenant`].
@@ -107,6 +112,7 @@ impl Default for ApiConfig {
             max_sessions_per_tenant: DEFAULT_MAX_SESSIONS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             history_budget_chars: DEFAULT_HISTORY_BUDGET_CHARS,
+            read_timeout: serve::DEFAULT_READ_TIMEOUT,
         }
     }
 }

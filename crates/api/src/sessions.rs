@@ -189,18 +189,6 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let store = state.sessions();
     let cap = state.config().max_sessions_per_tenant;
-    let have = store
-        .count_sessions(&auth.key.tenant)
-        .await
-        .map_err(|e| store_failed("counting the tenant's sessions", e))?;
-    if have >= cap {
-        return Err(ApiError::bad_request(format!(
-            "this tenant already has {have} sessions, the most allowed ({cap}); delete sessions \
-             you no longer need with DELETE {}/sessions/{{id}}, or ask the operator to raise \
-             --max-sessions",
-            crate::BASE_PATH
-        )));
-    }
     let max = state.config().max_message_bytes;
     if body.system_prompt.as_ref().is_some_and(|p| p.len() > max) {
         return Err(ApiError::payload_too_large(format!(
@@ -216,10 +204,17 @@ pub async fn create(
             include_tools: body.include_tools,
             metadata: body.metadata,
         },
+        cap,
     )
     .await
     .map_err(|e| match e {
         SessionError::Invalid(m) => ApiError::bad_request(m),
+        SessionError::Full { max } => ApiError::bad_request(format!(
+            "this tenant already has {max} sessions, the most allowed; delete sessions you no \
+             longer need with DELETE {}/sessions/{{id}}, or ask the operator to raise \
+             --max-sessions",
+            crate::BASE_PATH
+        )),
         SessionError::Store(e) => store_failed("creating the session", e),
     })?;
     tracing::info!(session = %session.id, "session created");

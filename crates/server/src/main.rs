@@ -121,6 +121,13 @@ struct ServeArgs {
     /// Largest chat message in bytes; a longer one answers 413.
     #[arg(long, env = "ETLWORKS_AGENT_MAX_MESSAGE_BYTES", default_value_t = etl_api::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
+    /// Seconds a client has to send its request headers, and then its body; a connection
+    /// without complete headers in time is closed, a body too slow answers 408.
+    #[arg(long, env = "ETLWORKS_AGENT_READ_TIMEOUT", default_value_t = etl_api::serve::DEFAULT_READ_TIMEOUT.as_secs_f64())]
+    read_timeout: f64,
+    /// Connections open at once, at most; more clients wait until others close.
+    #[arg(long, env = "ETLWORKS_AGENT_MAX_CONNECTIONS", default_value_t = etl_api::serve::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -321,6 +328,16 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
             args.body_limit
         );
     }
+    if !args.read_timeout.is_finite() || args.read_timeout < 0.1 || args.read_timeout > 86_400.0 {
+        anyhow::bail!(
+            "--read-timeout must be between 0.1 and 86400 seconds, got {}",
+            args.read_timeout
+        );
+    }
+    if args.max_connections == 0 {
+        anyhow::bail!("--max-connections must be at least 1");
+    }
+    let read_timeout = Duration::from_secs_f64(args.read_timeout);
     if !args.rate_limit.is_finite() || args.rate_limit < 0.0 {
         anyhow::bail!("--rate-limit must be 0 (off) or a positive number of requests per second");
     }
@@ -355,6 +372,7 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
         rate_burst: args.rate_burst,
         max_sessions_per_tenant: args.max_sessions,
         max_message_bytes: args.max_message_bytes.max(1),
+        read_timeout,
         version: env!("CARGO_PKG_VERSION").to_string(),
         ..etl_api::ApiConfig::default()
     };
@@ -385,31 +403,32 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
     let _ = std::io::stdout().flush();
 
     let stop_serving = CancellationToken::new();
-    let server = axum::serve(listener, etl_api::router(state)).with_graceful_shutdown({
-        let stop = stop_serving.clone();
-        async move { stop.cancelled().await }
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    let served = tokio::select! {
-        r = &mut server => r,
-        _ = shutdown_signal() => {
-            tracing::info!("stopping: no new connections; finishing the requests in flight");
-            stop_serving.cancel();
-            // Open streams end with an `error` event now rather than holding the stop up.
-            stop_chats.cancel();
-            match tokio::time::timeout(Duration::from_secs(30), &mut server).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::warn!("requests still running 30 s after the stop signal were cut off");
-                    Ok(())
-                }
-            }
-        }
+    let options = etl_api::serve::ServeOptions {
+        read_timeout,
+        max_connections: args.max_connections,
+        drain: Duration::from_secs(30),
     };
+    let server = tokio::spawn(etl_api::serve::serve(
+        listener,
+        etl_api::router(state),
+        options,
+        stop_serving.clone(),
+    ));
+    shutdown_signal().await;
+    tracing::info!("stopping: no new connections; finishing the requests in flight");
+    stop_serving.cancel();
+    // Open streams end with an `error` event now rather than holding the stop up.
+    stop_chats.cancel();
+    match server.await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("requests still running 30 s after the stop signal were cut off")
+        }
+        Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
+    }
     stop_scheduler.cancel();
     let _ = scheduler.await;
     app.engine.shutdown(Duration::from_secs(30)).await;
-    served.context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

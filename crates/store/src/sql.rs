@@ -250,9 +250,12 @@ macro_rules! session_cols {
     };
 }
 
+/// Inserts only while the tenant has fewer than `$9` sessions; SQLite runs the count and the
+/// insert in one write transaction, so concurrent inserts cannot pass the cap together.
 pub const INSERT_SESSION: &str = "INSERT INTO sessions (tenant, id, title, system_prompt, \
      include_tools, metadata, message_count, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)";
+     SELECT $1, $2, $3, $4, $5, $6, 0, $7, $8 \
+     WHERE (SELECT count(*) FROM sessions WHERE tenant = $1) < $9";
 
 pub const GET_SESSION: &str = concat!(
     "SELECT ",

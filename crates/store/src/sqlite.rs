@@ -899,9 +899,9 @@ impl KeyStore for SqliteStore {
 
 #[async_trait]
 impl SessionStore for SqliteStore {
-    async fn insert_session(&self, session: &Session) -> StoreResult<()> {
+    async fn insert_session(&self, session: &Session, max_per_tenant: u64) -> StoreResult<bool> {
         let what = format!("session '{}'", session.id);
-        sqlx::query(sql::INSERT_SESSION)
+        let done = sqlx::query(sql::INSERT_SESSION)
             .bind(&session.tenant)
             .bind(&session.id)
             .bind(&session.title)
@@ -910,6 +910,7 @@ impl SessionStore for SqliteStore {
             .bind(codec::json(&what, "metadata", &session.metadata)?)
             .bind(codec::ts(session.created_at))
             .bind(codec::ts(session.updated_at))
+            .bind(i64::try_from(max_per_tenant).unwrap_or(i64::MAX))
             .execute(&self.writer)
             .await
             .map_err(|e| match kind(&e) {
@@ -919,7 +920,7 @@ impl SessionStore for SqliteStore {
                 )),
                 _ => failed(format!("saving {what}"), e),
             })?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn list_sessions(

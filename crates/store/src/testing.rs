@@ -167,7 +167,7 @@ pub async fn session_conformance(sessions: &dyn SessionStore) {
     s3.system_prompt = None;
     s3.metadata = serde_json::Value::Null;
     for s in [&s1, &s2, &s3] {
-        sessions.insert_session(s).await.unwrap();
+        assert!(sessions.insert_session(s, u64::MAX).await.unwrap());
     }
     assert_eq!(
         sessions.get_session(ta, "ses_one").await.unwrap().as_ref(),
@@ -182,7 +182,7 @@ pub async fn session_conformance(sessions: &dyn SessionStore) {
             .as_ref(),
         Some(&s3)
     );
-    match sessions.insert_session(&s1).await {
+    match sessions.insert_session(&s1, u64::MAX).await {
         Err(StoreError::Conflict(m)) => {
             assert_eq!(m, "a session with id 'ses_one' already exists")
         }
@@ -196,6 +196,42 @@ pub async fn session_conformance(sessions: &dyn SessionStore) {
     );
     assert_eq!(sessions.count_sessions(ta).await.unwrap(), 2);
     assert_eq!(sessions.count_sessions(tb).await.unwrap(), 1);
+
+    // The per-tenant cap: a full tenant saves nothing; another tenant is counted apart; and
+    // concurrent inserts racing for the last place let exactly one through.
+    assert!(
+        !sessions
+            .insert_session(&session(ta, "ses_over", None, at(15)), 2)
+            .await
+            .unwrap(),
+        "insert_session: a tenant at its cap saves nothing"
+    );
+    assert_eq!(sessions.count_sessions(ta).await.unwrap(), 2);
+    assert!(
+        sessions
+            .get_session(ta, "ses_over")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let tc = "tenant-capped";
+    let racers = (0..8).map(|i| {
+        let s = session(tc, &format!("ses_race{i}"), None, at(30));
+        async move { sessions.insert_session(&s, 1).await.unwrap() }
+    });
+    let won = futures::future::join_all(racers).await;
+    assert_eq!(
+        won.iter().filter(|w| **w).count(),
+        1,
+        "insert_session: concurrent inserts never pass the cap: {won:?}"
+    );
+    assert_eq!(sessions.count_sessions(tc).await.unwrap(), 1);
+    for i in 0..8 {
+        sessions
+            .delete_session(tc, &format!("ses_race{i}"))
+            .await
+            .unwrap();
+    }
 
     // Appending: positions, exact round-trip, updated_at, then the order of the list.
     let call = etl_llm::ToolCall {
@@ -336,7 +372,7 @@ pub async fn session_conformance(sessions: &dyn SessionStore) {
     );
     // A new session with the old id starts from position 1: nothing of the old one is left.
     sessions
-        .insert_session(&session(ta, "ses_one", None, at(40)))
+        .insert_session(&session(ta, "ses_one", None, at(40)), u64::MAX)
         .await
         .unwrap();
     let fresh = sessions
@@ -363,7 +399,7 @@ async fn concurrent_appends(sessions: &dyn SessionStore) {
     const BLOCK: usize = 3;
     let t = "busy-tenant";
     sessions
-        .insert_session(&session(t, "ses_busy", None, at(0)))
+        .insert_session(&session(t, "ses_busy", None, at(0)), u64::MAX)
         .await
         .unwrap();
     let writers = (0..WRITERS).map(|w| async move {

@@ -279,7 +279,7 @@ async fn sessions_survive_reopen_and_take_appends_from_many_threads() {
     let path = dir.path().join("metadata.db");
     let store = Arc::new(SqliteStore::open(&path).await.unwrap());
     let s = etl_store::testing::session("tenant-s", "ses_keep", Some("kept"), at(0));
-    store.insert_session(&s).await.unwrap();
+    store.insert_session(&s, u64::MAX).await.unwrap();
     let call = etl_llm::ToolCall {
         id: "c1".into(),
         name: "host_cli".into(),
