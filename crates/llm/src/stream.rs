@@ -216,7 +216,9 @@ impl<D: Decoder> Driver<D> {
                     Failure::fatal(LlmError::Unavailable(format!("{label} sent {why}")))
                 })?;
                 if self.feed(events)? {
-                    self.response = None;
+                    if let Some(response) = self.response.take() {
+                        release(response);
+                    }
                     self.state = State::Closed;
                 }
                 Ok(())
@@ -232,6 +234,20 @@ impl<D: Decoder> Driver<D> {
             }
         }
         Ok(false)
+    }
+}
+
+/// A complete answer's connection: the little left after the last event (the end of the
+/// chunked body) is read in the background so the connection goes back to the pool instead
+/// of being closed; a server that sends more than that within a second loses it.
+fn release(mut response: Response) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                while let Ok(Some(_)) = response.chunk().await {}
+            })
+            .await;
+        });
     }
 }
 

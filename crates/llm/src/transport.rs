@@ -604,13 +604,13 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// A URL for messages: without user info or query.
+/// A URL for messages: without user info, query or trailing slash.
 pub(crate) fn display_url(url: &Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
     shown.set_query(None);
-    shown.to_string()
+    shown.as_str().trim_end_matches('/').to_string()
 }
 
 /// "0.3 s", "120 s".

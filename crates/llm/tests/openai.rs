@@ -702,7 +702,7 @@ async fn azure_gets_its_deployment_path_api_version_and_api_key_header() {
     assert_eq!(
         check,
         format!(
-            "Azure OpenAI at {}/openai/deployments/gpt4o-prod/ answered a one-token request",
+            "Azure OpenAI at {}/openai/deployments/gpt4o-prod answered a one-token request",
             mock.url
         )
     );
