@@ -495,7 +495,7 @@ async fn keep_alive_comments_keep_a_slow_stream_open() {
         reply = reply.then(Part::Send(e));
     }
     let mock = Mock::start(vec![reply]).await;
-    let model = provider_with(&mock, |c| c.http.idle_timeout = Duration::from_millis(300));
+    let model = provider_with(&mock, |c| c.http.idle_timeout = Duration::from_millis(600));
     let (events, error) = run(&model, ask(vec![Message::user("hi")])).await;
     assert_eq!(error, None);
     assert_eq!(text(&events), "slow but sure");
