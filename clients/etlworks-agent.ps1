@@ -214,7 +214,7 @@ function Send-Api([string]$Method, [string]$Path, $Body = $null, [switch]$Stream
             $response = $script:Http.SendAsync($request, $completion).GetAwaiter().GetResult()
         } catch {
             if ($idempotent -and $attempt -lt 2) {
-                Start-Sleep -Milliseconds ([int](500 * [math]::Pow(2, $attempt)))
+                Start-Sleep -Milliseconds ([int](250 * [math]::Pow(2, $attempt)))
                 $attempt++
                 continue
             }
@@ -224,7 +224,7 @@ function Send-Api([string]$Method, [string]$Path, $Body = $null, [switch]$Stream
         if ($status -lt 400) { return $response }
         $retryable = ($status -eq 429 -or $status -eq 503 -or ($status -ge 500 -and $idempotent))
         if ($retryable -and $attempt -lt 2) {
-            $wait = 0.5 * [math]::Pow(2, $attempt)
+            $wait = 0.25 * [math]::Pow(2, $attempt)
             if ($null -ne $response.Headers.RetryAfter -and $null -ne $response.Headers.RetryAfter.Delta) {
                 $wait = $response.Headers.RetryAfter.Delta.TotalSeconds
             }

@@ -298,9 +298,9 @@ api() {
     printf '%s' "$3" >"$WORK_DIR/request"
     args+=(-H 'Content-Type: application/json' --data-binary "@$WORK_DIR/request")
   else
-    # Reads and deletes may be sent again: curl retries 408/429/5xx (honouring Retry-After)
-    # and refused connections. Chat and tool calls are never resent.
-    args+=(--retry 2 --retry-connrefused)
+    # Reads and deletes may be sent again: curl retries once on 408/429/5xx (honouring
+    # Retry-After) and on a refused connection. Chat and tool calls are never resent.
+    args+=(--retry 1 --retry-connrefused)
   fi
   : >"$WORK_DIR/body"
   status=$(curl "${args[@]}" "$BASE_URL$API_PATH$path" 2>"$WORK_DIR/curl_err")
@@ -312,8 +312,15 @@ api() {
   esac
   if [[ $BODY =~ ^[[:space:]]*\{ ]]; then
     if json_scalar success "$BODY" && [ "$REPLY" = false ]; then
-      json_string code "$BODY"
-      if [ "$COMMAND" != tool ] || [ "$REPLY" != tool_failed ]; then
+      # A tool that ran and failed is an answer; any other failure inside a 200 is an error.
+      # (Without jq, match the code as text: the tool's own data has nested "code" fields.)
+      local code=""
+      if [ "$HAVE_JQ" = 1 ]; then
+        json_string code "$BODY" && code=$REPLY
+      elif [[ $BODY == *'"code":"tool_failed"'* ]]; then
+        code=tool_failed
+      fi
+      if [ "$COMMAND" != tool ] || [ "$code" != tool_failed ]; then
         api_error 200 "$BODY"
       fi
     fi
@@ -544,9 +551,10 @@ check_tool_arguments() {
       fi
       die_usage "the tool arguments must be a JSON object; e.g. $PROG $TOOL_EXAMPLE"
     fi
-  elif ! [[ $args =~ ^[[:space:]]*\{.*\}[[:space:]]*$ ]]; then
-    die_usage "the tool arguments must be one JSON object; e.g. $PROG $TOOL_EXAMPLE"
+  elif ! [[ $args =~ ^[[:space:]]*\{ ]]; then
+    die_usage "the tool arguments must be a JSON object; e.g. $PROG $TOOL_EXAMPLE"
   fi
+  # Without jq the server checks the rest: its parse error comes back as a usage error.
 }
 
 url_segment() {

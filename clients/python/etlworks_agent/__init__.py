@@ -84,7 +84,7 @@ DEFAULT_MAX_RETRIES = 2
 #: A ``Retry-After`` longer than this is not waited for: the error is raised at once.
 MAX_RETRY_AFTER = 60.0
 
-_BASE_BACKOFF = 0.5
+_BASE_BACKOFF = 0.25
 _MAX_BACKOFF = 8.0
 
 JSONDict = Dict[str, Any]
@@ -502,7 +502,7 @@ class EtlworksAgent:
         timeout: seconds to wait for an answer (for streams: between two pieces of it), or a
             ``(connect, read)`` pair. Default 120 s (connect: 10 s).
         max_retries: how many times a failed request is sent again, after a jittered
-            exponential backoff (0.5 s, 1 s, 2 s, ... at most 8 s) or the server's
+            exponential backoff (0.25 s, 0.5 s, 1 s, ... at most 8 s) or the server's
             ``Retry-After`` (up to 60 s). Reads and deletes are retried on 429, 5xx and
             connection errors; requests that change something (chat, tool calls, creating a
             session) only when the server certainly did not act on them: 429, 503, or a
