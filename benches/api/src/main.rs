@@ -5,6 +5,9 @@
 //! `{"data": [...]}` before it starts listening, so answering a request is a cheap clone of an
 //! in-memory buffer: the API is never the bottleneck of the load being measured.
 //!
+//! `GET /slow?ms=N` answers `{"data": []}` after N milliseconds (the Agent API benchmark uses it
+//! as a tool that keeps a stream open).
+//!
 //! `GET /records?page=N` (1-based, `per_page` optional but must equal `--page-size`) answers page
 //! N; a page past the end answers `{"data": []}`. Once listening, the bound address is printed
 //! on stdout as `listening on http://127.0.0.1:PORT` (bind to port 0 for a free port). It stops
@@ -145,6 +148,19 @@ async fn shutdown_signal() {
     }
 }
 
+/// Query of `GET /slow`.
+#[derive(Debug, Deserialize)]
+struct SlowQuery {
+    ms: Option<u64>,
+}
+
+/// An empty page after `ms` milliseconds (1,000 by default, 10 minutes at most).
+async fn slow(Query(query): Query<SlowQuery>) -> Response {
+    let ms = query.ms.unwrap_or(1_000).min(600_000);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    ([(header::CONTENT_TYPE, "application/json")], EMPTY_PAGE).into_response()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -160,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let app = Router::new()
         .route("/records", get(records))
+        .route("/slow", get(slow))
         .with_state(Arc::clone(&pages));
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await

@@ -128,6 +128,10 @@ struct ServeArgs {
     /// Connections open at once, at most; more clients wait until others close.
     #[arg(long, env = "ETLWORKS_AGENT_MAX_CONNECTIONS", default_value_t = etl_api::serve::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Benchmarks only: also serve `GET /hello` (plain "Hello, World!", no key, no
+    /// middleware), the ceiling the API's routes are measured against in the same process.
+    #[arg(long, hide = true)]
+    hello_route: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -408,9 +412,15 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
         max_connections: args.max_connections,
         drain: Duration::from_secs(30),
     };
+    let mut router = etl_api::router(state);
+    if args.hello_route {
+        let hello =
+            axum::Router::new().route("/hello", axum::routing::get(|| async { "Hello, World!" }));
+        router = hello.merge(router);
+    }
     let server = tokio::spawn(etl_api::serve::serve(
         listener,
-        etl_api::router(state),
+        router,
         options,
         stop_serving.clone(),
     ));
