@@ -8,7 +8,7 @@ with the binary's own ``keys create`` command, as an operator would.
 from __future__ import annotations
 
 import os
-import selectors
+import queue
 import shutil
 import socket
 import subprocess
@@ -99,28 +99,32 @@ def start_server(workdir: Path, *extra: str) -> Server:
     )
     log.close()
     assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
+    # A thread reads the server's output (so it never blocks on a full pipe) and hands over lines.
+    lines: "queue.Queue[Optional[str]]" = queue.Queue()
+
+    def pump() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + 60
     url = None
     seen: List[str] = []
     while url is None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or process.poll() is not None:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            line = None
+        if line is None:
             process.kill()
             raise RuntimeError(
                 f"the server did not start: stdout {seen!r}, log:\n{log_path.read_text(errors='replace')}"
             )
-        if not selector.select(timeout=remaining):
-            continue
-        line = process.stdout.readline()
         seen.append(line.strip()[:120])
         if "listening on http://" in line:
             address = line.split("listening on ", 1)[1].strip()
             url = address.split("/rest/", 1)[0]
-    selector.close()
-    # Keep reading whatever else the server prints so it never blocks on a full pipe.
-    threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()
     admin_key = (data_dir / "admin.key").read_text().strip()
     return Server(url=url, data_dir=data_dir, admin_key=admin_key, process=process, log_path=log_path)
 

@@ -284,3 +284,11 @@ def test_usage_errors(cli: Cli, server: Server, args: List[str]) -> None:
 def test_the_api_url_pasted_whole_works(cli: Cli, server: Server) -> None:
     result = cli(server, "tools", url=server.url + "/rest/v1/ai-agent/api/")
     assert result.returncode == 0, result.stderr
+
+
+def test_bash_script_is_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.fail("shellcheck is not installed; scripts/test-clients installs it (apt-get install shellcheck)", pytrace=False)
+    result = run([shellcheck, "--shell=bash", str(BASH_CLIENT)], client_env(None, None))
+    assert result.returncode == 0, result.stdout + result.stderr
