@@ -38,7 +38,7 @@ import re
 import sys
 import time
 from datetime import datetime, timezone
-from typing import IO, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Type, Union
+from typing import IO, Any, Dict, Generator, Iterable, Iterator, List, Mapping, Optional, Tuple, Type, Union
 from urllib.parse import quote
 
 import requests
@@ -335,7 +335,7 @@ class ChatStream:
         self.request_id: Optional[str] = response.headers.get("x-request-id")
         self.text = ""
         self.final: Optional[JSONDict] = None
-        self._events = self._read()
+        self._events: Generator[JSONDict, None, None] = self._read()
 
     def __iter__(self) -> "ChatStream":
         return self
@@ -374,7 +374,7 @@ class ChatStream:
         # chunk_size=None hands over each chunk as it arrives, so tokens are not held back.
         return self._response.iter_content(chunk_size=None, decode_unicode=True)
 
-    def _read(self) -> Iterator[JSONDict]:
+    def _read(self) -> Generator[JSONDict, None, None]:
         try:
             for name, data in _iter_sse(self._chunks()):
                 try:
@@ -897,7 +897,8 @@ class EtlworksAgent:
 
 
 def _backoff(attempt: int) -> float:
-    return min(_MAX_BACKOFF, _BASE_BACKOFF * (2**attempt)) * random.uniform(0.75, 1.25)
+    delay: float = min(_MAX_BACKOFF, _BASE_BACKOFF * (2**attempt))
+    return delay * random.uniform(0.75, 1.25)
 
 
 def _segment(value: str) -> str:
@@ -947,7 +948,7 @@ _EXIT_OK = 0
 _EXIT_API = 1
 _EXIT_USAGE = 2
 
-_TOOL_EXAMPLE = "tool search_knowledge_base '{\"query\": \"merge keys\", \"limit\": 3}'"
+_TOOL_EXAMPLE = 'tool search_knowledge_base \'{"query": "merge keys", "limit": 3}\''
 
 _EPILOG = f"""\
 environment:
@@ -999,7 +1000,9 @@ def _build_parser(prog: str) -> argparse.ArgumentParser:
     add("tools", "list the tools")
     tool = add("tool", "run one tool with JSON arguments")
     tool.add_argument("name", help="the tool, e.g. search_knowledge_base or host_cli")
-    tool.add_argument("arguments", nargs="?", default="{}", help="the arguments as a JSON object (default {})")
+    tool.add_argument(
+        "arguments", nargs="?", default="{}", help="the arguments as a JSON object (default {})"
+    )
     for name, help_text in (
         ("chat", "send one message to the agent and print its answer"),
         ("chat-stream", "send one message and print the answer as it is written, with tool calls"),
@@ -1168,9 +1171,9 @@ def _run(args: argparse.Namespace, prog: str, out: IO[str], notes: IO[str]) -> i
             if args.no_tools:
                 options["include_tools"] = False
             if command == "chat":
-                answer = agent.chat(args.message, **options)  # type: ignore[arg-type]
+                answer = agent.chat(args.message, **options)
             else:
-                answer = agent.session_chat(args.session_id, args.message, **options)  # type: ignore[arg-type]
+                answer = agent.session_chat(args.session_id, args.message, **options)
             if as_json:
                 _print_json(answer, out)
             else:
@@ -1181,9 +1184,9 @@ def _run(args: argparse.Namespace, prog: str, out: IO[str], notes: IO[str]) -> i
             if args.no_tools:
                 options["include_tools"] = False
             if command == "chat-stream":
-                stream = agent.chat_stream(args.message, **options)  # type: ignore[arg-type]
+                stream = agent.chat_stream(args.message, **options)
             else:
-                stream = agent.session_chat_stream(args.session_id, args.message, **options)  # type: ignore[arg-type]
+                stream = agent.session_chat_stream(args.session_id, args.message, **options)
             with stream:
                 _print_stream(stream, as_json, out, notes)
         elif command == "session-create":
@@ -1242,7 +1245,9 @@ def main(argv: Optional[List[str]] = None, *, prog: Optional[str] = None) -> int
         return _EXIT_USAGE
     except APIError as exc:
         if as_json:
-            body = dict(exc.body) if exc.body else {"success": False, "error": exc.message, "code": exc.code}
+            body: JSONDict = (
+                dict(exc.body) if exc.body else {"success": False, "error": exc.message, "code": exc.code}
+            )
             body.setdefault("status", exc.status)
             body.setdefault("request_id", exc.request_id)
             _print_json(body, out)

@@ -58,7 +58,17 @@ class Server:
 
     def create_key(self, name: str, role: str, tenant: Optional[str] = None) -> str:
         """Creates a key with the binary's `keys create` command and returns it."""
-        command = [str(agent_binary()), "--data-dir", str(self.data_dir), "keys", "create", "--name", name, "--role", role]
+        command = [
+            str(agent_binary()),
+            "--data-dir",
+            str(self.data_dir),
+            "keys",
+            "create",
+            "--name",
+            name,
+            "--role",
+            role,
+        ]
         if tenant:
             command += ["--tenant", tenant]
         done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=server_env())
@@ -174,7 +184,9 @@ def client_env(url: Optional[str], key: Optional[str], path: Optional[str] = Non
     return env
 
 
-def run(command: List[str], env: Dict[str, str], cwd: Optional[Path] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run(
+    command: List[str], env: Dict[str, str], cwd: Optional[Path] = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         command,
         env=env,

@@ -57,9 +57,18 @@ class Cli:
             env.pop("PYTHONPATH", None)
         return env
 
-    def __call__(self, server: Optional[Server], *args: str, key: Optional[str] = None, url: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    def __call__(
+        self,
+        server: Optional[Server],
+        *args: str,
+        key: Optional[str] = None,
+        url: Optional[str] = None,
+        env: Optional[Dict[str, str]] = None,
+    ) -> subprocess.CompletedProcess:
         if env is None:
-            env = self.env(url or (server.url if server else None), key or (server.admin_key if server else None))
+            env = self.env(
+                url or (server.url if server else None), key or (server.admin_key if server else None)
+            )
         return run(self.argv + list(args), env)
 
 
@@ -80,7 +89,9 @@ def cli(request: pytest.FixtureRequest, single_file: Path, path_without_jq: str)
         return Cli("python-file", [sys.executable, str(single_file)], pythonpath=False)
     if request.param == "bash-jq":
         if shutil.which("jq") is None:
-            pytest.fail("jq is not installed; scripts/test-clients installs it (apt-get install jq)", pytrace=False)
+            pytest.fail(
+                "jq is not installed; scripts/test-clients installs it (apt-get install jq)", pytrace=False
+            )
         return Cli("bash-jq", ["bash", str(BASH_CLIENT)], path=os.environ["PATH"])
     return Cli("bash-nojq", ["bash", str(BASH_CLIENT)], path=path_without_jq)
 
@@ -97,7 +108,10 @@ def test_help_lists_the_commands_and_variables(cli: Cli) -> None:
     result = cli(None, "--help")
     assert result.returncode == 0, result.stderr
     for command in COMMANDS:
-        assert re.search(rf"^\s+{re.escape(command)}\b", result.stdout, re.MULTILINE) or f" {command} " in result.stdout, command
+        assert (
+            re.search(rf"^\s+{re.escape(command)}\b", result.stdout, re.MULTILINE)
+            or f" {command} " in result.stdout
+        ), command
     assert "ETLWORKS_URL" in result.stdout and "ETLWORKS_API_KEY" in result.stdout
 
 
@@ -136,7 +150,7 @@ def test_tool_with_bad_json_arguments(cli: Cli, server: Server, arguments: str, 
     line = one_line_error(result)
     assert says in line
     # The message shows a working example.
-    assert "tool search_knowledge_base '{\"query\": \"merge keys\", \"limit\": 3}'" in line
+    assert 'tool search_knowledge_base \'{"query": "merge keys", "limit": 3}\'' in line
     assert result.stdout == ""
 
 
@@ -237,14 +251,18 @@ def test_read_only_key_calling_host_cli(cli: Cli, server: Server) -> None:
     assert "read-only" in line and "HTTP 403" in line and "code forbidden" in line
     assert result.stdout == ""
     # --json also prints the error body for scripts.
-    as_json = cli(server, "--json", "tool", "host_cli", '{"command": "list connections"}', key=server.keys["readonly"])
+    as_json = cli(
+        server, "--json", "tool", "host_cli", '{"command": "list connections"}', key=server.keys["readonly"]
+    )
     assert json.loads(as_json.stdout)["code"] == "forbidden"
 
 
 def test_no_url_or_key(cli: Cli, server: Server) -> None:
     no_url = cli(None, "tools", env=cli.env(None, server.admin_key))
     assert no_url.returncode == 2
-    assert one_line_error(no_url).startswith("error: ETLWORKS_URL is not set; set it to the server's root URL")
+    assert one_line_error(no_url).startswith(
+        "error: ETLWORKS_URL is not set; set it to the server's root URL"
+    )
     no_key = cli(None, "tools", env=cli.env(server.url, None))
     assert no_key.returncode == 2
     assert one_line_error(no_key).startswith("error: ETLWORKS_API_KEY is not set")
@@ -289,6 +307,9 @@ def test_the_api_url_pasted_whole_works(cli: Cli, server: Server) -> None:
 def test_bash_script_is_shellcheck_clean() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
-        pytest.fail("shellcheck is not installed; scripts/test-clients installs it (apt-get install shellcheck)", pytrace=False)
+        pytest.fail(
+            "shellcheck is not installed; scripts/test-clients installs it (apt-get install shellcheck)",
+            pytrace=False,
+        )
     result = run([shellcheck, "--shell=bash", str(BASH_CLIENT)], client_env(None, None))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -17,11 +17,24 @@ def test_pip_installs_the_package_with_its_marker_and_entry_point(tmp_path: Path
     target = tmp_path / "site"
     source = tmp_path / "src"
     # Build from a copy so the checkout gets no build/ or egg-info folders.
-    shutil.copytree(PYTHON_SRC, source, ignore=shutil.ignore_patterns("tests", "build", "*.egg-info", "__pycache__"))
+    shutil.copytree(
+        PYTHON_SRC, source, ignore=shutil.ignore_patterns("tests", "build", "*.egg-info", "__pycache__")
+    )
     env = client_env(None, None)
     env.pop("PYTHONPATH")
     installed = run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
         env,
         timeout=120,
     )
@@ -32,11 +45,15 @@ def test_pip_installs_the_package_with_its_marker_and_entry_point(tmp_path: Path
     metadata = next(target.glob("etlworks_agent-*.dist-info")) / "METADATA"
     text = metadata.read_text()
     assert "Requires-Python: >=3.9" in text
-    assert [line for line in text.splitlines() if line.startswith("Requires-Dist:")] == ["Requires-Dist: requests>=2.26"]
+    assert [line for line in text.splitlines() if line.startswith("Requires-Dist:")] == [
+        "Requires-Dist: requests>=2.26"
+    ]
     assert f"Version: {etlworks_agent.__version__}" in text
 
     env["PYTHONPATH"] = str(target)
-    imported = run([sys.executable, "-c", "import etlworks_agent; print(etlworks_agent.__file__)"], env, cwd=tmp_path)
+    imported = run(
+        [sys.executable, "-c", "import etlworks_agent; print(etlworks_agent.__file__)"], env, cwd=tmp_path
+    )
     assert imported.stdout.strip() == str(package / "__init__.py")
     version = run([sys.executable, "-m", "etlworks_agent", "--version"], env, cwd=tmp_path)
     assert version.stdout.strip() == f"python -m etlworks_agent {etlworks_agent.__version__}"
@@ -48,7 +65,11 @@ def test_the_core_works_as_a_single_downloaded_file(tmp_path: Path) -> None:
     env = client_env(None, None)
     env.pop("PYTHONPATH")
     imported = run(
-        [sys.executable, "-c", "import etlworks_agent as m; print(m.__file__); print(m.EtlworksAgent.__name__)"],
+        [
+            sys.executable,
+            "-c",
+            "import etlworks_agent as m; print(m.__file__); print(m.EtlworksAgent.__name__)",
+        ],
         env,
         cwd=tmp_path,
     )
@@ -65,7 +86,9 @@ def _public_callables():
             yield name, value
         elif inspect.isclass(value) and value.__module__ == etlworks_agent.__name__:
             for member_name, member in vars(value).items():
-                if inspect.isfunction(member) and (not member_name.startswith("_") or member_name == "__init__"):
+                if inspect.isfunction(member) and (
+                    not member_name.startswith("_") or member_name == "__init__"
+                ):
                     yield f"{name}.{member_name}", member
 
 
@@ -74,7 +97,9 @@ def test_public_api_is_typed_and_documented(name: str, function: object) -> None
     signature = inspect.signature(function)  # type: ignore[arg-type]
     for parameter in signature.parameters.values():
         if parameter.name != "self":
-            assert parameter.annotation is not inspect.Parameter.empty, f"{name}: {parameter.name} has no type"
+            assert parameter.annotation is not inspect.Parameter.empty, (
+                f"{name}: {parameter.name} has no type"
+            )
     assert signature.return_annotation is not inspect.Signature.empty, f"{name} has no return type"
     if not name.endswith("__init__"):
         assert inspect.getdoc(function), f"{name} has no docstring"

@@ -48,7 +48,15 @@ def bash_help() -> str:
 
 
 # Cmdlets the script may call: each exists in Windows PowerShell 5.1 and PowerShell 7.
-BUILTIN_CMDLETS = {"Add-Type", "ConvertFrom-Json", "ConvertTo-Json", "New-Object", "Out-String", "Start-Sleep", "Write-Output"}
+BUILTIN_CMDLETS = {
+    "Add-Type",
+    "ConvertFrom-Json",
+    "ConvertTo-Json",
+    "New-Object",
+    "Out-String",
+    "Start-Sleep",
+    "Write-Output",
+}
 
 
 def parse_powershell(source: bytes):
@@ -96,7 +104,9 @@ def test_powershell_client(server: Server, capsys: pytest.CaptureFixture[str]) -
     assert declared, "etlworks-agent.ps1 must declare its commands in $Commands"
     assert re.findall(r"'([a-z-]+)'", declared.group(1)) == commands
     for command in commands:
-        assert re.search(rf"^    '{re.escape(command)}' \{{$", script, re.MULTILINE), f"no handler for '{command}'"
+        assert re.search(rf"^    '{re.escape(command)}' \{{$", script, re.MULTILINE), (
+            f"no handler for '{command}'"
+        )
 
     ps_help = script.split('@"', 1)[1].split('"@', 1)[0]
     assert commands_section(ps_help) == commands_section(bash_help())
@@ -119,7 +129,8 @@ def test_powershell_client(server: Server, capsys: pytest.CaptureFixture[str]) -
         return
     with capsys.disabled():
         print(
-            "\nPowerShell (pwsh) is not installed here, so etlworks-agent.ps1 was checked statically: it parses, calls only functions it defines or cmdlets of PowerShell 5.1 and 7, and offers "
+            "\nPowerShell (pwsh) is not installed here, so etlworks-agent.ps1 was checked statically: "
+            "it parses, calls only functions it defines or cmdlets of PowerShell 5.1 and 7, and offers "
             f"the same {len(commands)} commands, options ({', '.join(sorted(ps_options))}) and "
             "variables (ETLWORKS_URL, ETLWORKS_API_KEY) as the Python and bash clients; "
             "it runs against the server where pwsh is on PATH."
@@ -165,5 +176,8 @@ def run_against_the_server(server: Server) -> None:
     assert denied.returncode == 1 and "HTTP 403" in denied.stderr
     down = ps("tools", url=f"http://127.0.0.1:{closed_port()}")
     assert down.returncode == 1 and "cannot connect to" in down.stderr
-    no_url = run([PWSH, "-NoProfile", "-NonInteractive", "-File", str(PS_CLIENT), "tools"], client_env(None, server.admin_key))  # type: ignore[list-item]
+    no_url = run(
+        [PWSH, "-NoProfile", "-NonInteractive", "-File", str(PS_CLIENT), "tools"],
+        client_env(None, server.admin_key),
+    )  # type: ignore[list-item]
     assert no_url.returncode == 2 and "ETLWORKS_URL is not set" in no_url.stderr

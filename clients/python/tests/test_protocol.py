@@ -60,7 +60,9 @@ class Scripted:
             do_GET = do_POST = do_DELETE = handle_one
 
         self.httpd = QuietServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
@@ -83,7 +85,9 @@ def scripted() -> Iterator[Callable[..., Scripted]]:
         server.close()
 
 
-def reply(status: int, body: object, headers: Optional[dict] = None, content_type: str = "application/json") -> Step:
+def reply(
+    status: int, body: object, headers: Optional[dict] = None, content_type: str = "application/json"
+) -> Step:
     def step(handler: BaseHTTPRequestHandler) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         handler.send_response(status)
@@ -147,7 +151,7 @@ def test_sse_fields_comments_and_multiline_data() -> None:
         "event: token\n"
         "id: 7\n"
         "retry: 1000\n"
-        "data: {\"a\":\n"
+        'data: {"a":\n'
         "data:  1}\n"
         "\n"
         "data:no-space\n"
@@ -162,7 +166,10 @@ def test_sse_fields_comments_and_multiline_data() -> None:
 
 @pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"])
 def test_sse_line_ends_split_anywhere(line_end: str) -> None:
-    text = f"\ufeffevent: token{line_end}data: {{\"content\":\"x\u2028y\"}}{line_end}{line_end}event: done{line_end}data: {{}}{line_end}{line_end}"
+    text = (
+        f'\ufeffevent: token{line_end}data: {{"content":"x\u2028y"}}{line_end}{line_end}'
+        f"event: done{line_end}data: {{}}{line_end}{line_end}"
+    )
     expected = [("token", '{"content":"x\u2028y"}'), ("done", "{}")]
     # Every way of cutting the text in two, and one character at a time.
     for cut in range(len(text) + 1):
@@ -175,7 +182,7 @@ def test_stream_over_http_with_awkward_chunks(scripted: Callable[..., Scripted])
         b": keep-alive\r\n\r\n"
         + frame({"type": "start", "run_id": "run_1", "session_id": None}).replace(b"\n", b"\r\n")
         + frame({"type": "token", "content": "caf\u00e9 \u2028 "})
-        + b"event: token\ndata: {\"type\":\"token\",\ndata: \"content\":\"\xe2\x9c\x93\"}\n\n"
+        + b'event: token\ndata: {"type":"token",\ndata: "content":"\xe2\x9c\x93"}\n\n'
         + frame(dict(DONE, response="caf\u00e9 \u2028 \u2713"))
     )
     # Cut between the two bytes of an e-acute, between CR and LF, and elsewhere.
@@ -194,7 +201,12 @@ def test_stream_over_http_with_awkward_chunks(scripted: Callable[..., Scripted])
 
 def test_an_error_event_raises_with_its_code(scripted: Callable[..., Scripted]) -> None:
     server = scripted(
-        sse([frame({"type": "token", "content": "so"}), frame({"type": "error", "error": "the run was canceled", "code": "canceled"})]),
+        sse(
+            [
+                frame({"type": "token", "content": "so"}),
+                frame({"type": "error", "error": "the run was canceled", "code": "canceled"}),
+            ]
+        ),
         sse([frame({"type": "error", "error": "AI usage cap exceeded", "code": "cap_exceeded"})]),
     )
     agent = agent_for(server)
@@ -208,7 +220,9 @@ def test_an_error_event_raises_with_its_code(scripted: Callable[..., Scripted]) 
         list(agent.chat_stream("hi"))
 
 
-def test_a_stream_that_ends_or_breaks_without_done_raises_and_is_not_resent(scripted: Callable[..., Scripted]) -> None:
+def test_a_stream_that_ends_or_breaks_without_done_raises_and_is_not_resent(
+    scripted: Callable[..., Scripted],
+) -> None:
     server = scripted(
         sse([frame({"type": "token", "content": "partial"})], finish=True),
         sse([frame({"type": "token", "content": "partial"}), b"event: tok"], finish=False),
@@ -263,7 +277,9 @@ def test_changes_are_resent_only_when_the_server_did_not_act(scripted: Callable[
 
 
 def test_a_long_retry_after_is_not_waited_for(scripted: Callable[..., Scripted]) -> None:
-    server = scripted(reply(429, {"success": False, "error": "slow down", "code": "rate_limited"}, {"retry-after": "3600"}))
+    server = scripted(
+        reply(429, {"success": False, "error": "slow down", "code": "rate_limited"}, {"retry-after": "3600"})
+    )
     with pytest.raises(APIError) as limited:
         agent_for(server).list_tools()
     assert limited.value.retry_after == 3600
@@ -291,7 +307,10 @@ def test_failures_inside_a_200(scripted: Callable[..., Scripted]) -> None:
     agent = agent_for(server)
     with pytest.raises(CapExceededError) as cap:
         agent.chat("hi")
-    assert cap.value.status == 200 and str(cap.value) == "AI usage cap exceeded (code cap_exceeded, request id req-scripted)"
+    assert (
+        cap.value.status == 200
+        and str(cap.value) == "AI usage cap exceeded (code cap_exceeded, request id req-scripted)"
+    )
     with pytest.raises(APIError) as unavailable:
         agent.chat("hi")
     assert unavailable.value.code == "llm_unavailable"
@@ -315,4 +334,6 @@ def test_answers_that_are_not_the_api(scripted: Callable[..., Scripted]) -> None
     assert missing.value.status == 404 and "without the API's error body" in str(missing.value)
     with pytest.raises(APIError) as not_a_stream:
         agent.chat_stream("hi")
-    assert "instead of an event stream" in str(not_a_stream.value) or "not the Agent API" in str(not_a_stream.value)
+    assert "instead of an event stream" in str(not_a_stream.value) or "not the Agent API" in str(
+        not_a_stream.value
+    )

@@ -210,7 +210,9 @@ def test_session_options_and_unknown_sessions(agent: EtlworksAgent, server: Serv
     answer = agent.session_chat(session_id, "list connections")
     assert answer["tools_used"] == []
     # A turn's own option wins over the session's.
-    assert agent.session_chat(session_id, "list connections", include_tools=True)["tools_used"] == ["host_cli"]
+    assert agent.session_chat(session_id, "list connections", include_tools=True)["tools_used"] == [
+        "host_cli"
+    ]
 
     with pytest.raises(NotFoundError) as unknown:
         agent.session_chat("ses_nope", "hello")
