@@ -29,6 +29,7 @@ pub mod auth;
 pub mod chat;
 pub mod error;
 pub mod kb;
+pub mod key_cache;
 pub mod keys;
 pub mod serve;
 pub mod sessions;
@@ -155,7 +156,10 @@ impl ApiState {
                 limiter: RateLimiter::new(config.rate_per_second, config.rate_burst),
                 tools,
                 library,
-                keys,
+                keys: Arc::new(key_cache::CachedKeyStore::new(
+                    keys,
+                    key_cache::KEY_CACHE_TTL,
+                )),
                 chat,
                 shutdown: CancellationToken::new(),
                 catalogue,
