@@ -148,15 +148,25 @@ json_string() {
   json_string_plain "$1" "$2"
 }
 
-# json_string_plain FIELD JSON: json_string without jq: the first "FIELD":"..." in JSON.
-# (Inside a JSON string every quote is escaped, so the pattern cannot match there.)
+# json_string_plain FIELD JSON: json_string without jq: the first "FIELD": "..." in JSON whose
+# value is a string. (Inside a JSON string every quote is escaped, so "FIELD" followed by a
+# colon cannot match there.)
 json_string_plain() {
-  local field=$1 json=$2 rest piece trail value=""
-  case $json in
-    *"\"$field\":\""*) ;;
-    *) return 1 ;;
-  esac
-  rest=${json#*"\"$field\":\""}
+  local field=$1 rest=$2 piece trail value=""
+  while :; do
+    case $rest in
+      *"\"$field\""*) ;;
+      *) return 1 ;;
+    esac
+    rest=${rest#*"\"$field\""}
+    rest=${rest#"${rest%%[![:space:]]*}"}
+    [ "${rest:0:1}" = : ] || continue
+    rest=${rest:1}
+    rest=${rest#"${rest%%[![:space:]]*}"}
+    [ "${rest:0:1}" = '"' ] || continue
+    rest=${rest:1}
+    break
+  done
   while :; do
     case $rest in
       *\"*) ;;
@@ -317,7 +327,7 @@ api() {
       local code=""
       if [ "$HAVE_JQ" = 1 ]; then
         json_string code "$BODY" && code=$REPLY
-      elif [[ $BODY == *'"code":"tool_failed"'* ]]; then
+      elif [[ $BODY =~ \"code\"[[:space:]]*:[[:space:]]*\"tool_failed\" ]]; then
         code=tool_failed
       fi
       if [ "$COMMAND" != tool ] || [ "$code" != tool_failed ]; then
@@ -362,7 +372,7 @@ on_event() {
         args=""
         if [ "$HAVE_JQ" = 1 ]; then
           args=$(printf '%s' "$data" | jq -c '.arguments // {}' 2>/dev/null)
-        elif [[ $data =~ \"arguments\":(\{.*\})\}$ ]]; then
+        elif [[ $data =~ \"arguments\"[[:space:]]*:[[:space:]]*(\{.*\})[[:space:]]*\}$ ]]; then
           args=${BASH_REMATCH[1]}
         fi
         note "[tool $name${args:+ $args}]"

@@ -10,10 +10,14 @@ from conftest import PYTHON_SRC, client_env, run
 def test_ruff_format_and_lint() -> None:
     env = client_env(None, None)
     formatted = run(
-        [sys.executable, "-m", "ruff", "format", "--check", "etlworks_agent", "tests"], env, cwd=PYTHON_SRC
+        [sys.executable, "-m", "ruff", "format", "--no-cache", "--check", "etlworks_agent", "tests"],
+        env,
+        cwd=PYTHON_SRC,
     )
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
-    linted = run([sys.executable, "-m", "ruff", "check", "etlworks_agent", "tests"], env, cwd=PYTHON_SRC)
+    linted = run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "etlworks_agent", "tests"], env, cwd=PYTHON_SRC
+    )
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import pytest
+from conftest import BASH_CLIENT, client_env, run
 
 from etlworks_agent import (
     APIError,
@@ -337,3 +339,59 @@ def test_answers_that_are_not_the_api(scripted: Callable[..., Scripted]) -> None
     assert "instead of an event stream" in str(not_a_stream.value) or "not the Agent API" in str(
         not_a_stream.value
     )
+
+
+# -- the bash script's stream reader against the same scripted server ----------------------------
+
+
+@pytest.mark.parametrize("with_jq", [True, False], ids=["jq", "nojq"])
+def test_bash_stream_reader(scripted: Callable[..., Scripted], path_without_jq: str, with_jq: bool) -> None:
+    server = scripted(
+        sse(
+            [
+                b": keep-alive\r\n\r\n"
+                + frame({"type": "start", "run_id": "run_1"}).replace(b"\n", b"\r\n")
+                + b'event: token\ndata: {"type":"token",\ndata: "content":"caf\xc3',
+                b'\xa9 \\"q\\" \\u00e9\\n"}\n\n' + frame({"type": "token", "content": "\u2713"}),
+                frame(dict(DONE, response='caf\u00e9 "q" \u00e9\n\u2713')),
+            ]
+        ),
+        sse(
+            [
+                frame({"type": "token", "content": "so"}),
+                frame({"type": "error", "error": "the run was canceled", "code": "canceled"}),
+            ]
+        ),
+        sse([frame({"type": "token", "content": "partial"})]),
+        reply(200, {"success": False, "error": "AI usage cap exceeded", "code": "cap_exceeded"}),
+        reply(503, {"success": False, "error": "the knowledge base is busy", "code": "unavailable"}),
+    )
+    env = client_env(server.url, "k" * 256, path=None if with_jq else path_without_jq)
+
+    def bash(*args: str) -> subprocess.CompletedProcess:
+        return run(["bash", str(BASH_CLIENT), *args], env)
+
+    whole = bash("chat-stream", "hi")
+    assert whole.returncode == 0, whole.stderr
+    assert whole.stdout == 'caf\u00e9 "q" \u00e9\n\u2713\n'
+
+    failed = bash("chat-stream", "hi")
+    assert failed.returncode == 1
+    assert failed.stdout == "so\n"
+    assert failed.stderr == "error: the run was canceled (code canceled, request id req-stream)\n"
+
+    cut = bash("chat-stream", "hi")
+    assert cut.returncode == 1
+    assert cut.stderr.startswith("error: the stream ended before its 'done' event")
+
+    cap = bash("chat", "hi")
+    assert cap.returncode == 1
+    assert cap.stderr == "error: AI usage cap exceeded (code cap_exceeded, request id req-scripted)\n"
+
+    busy = bash("chat-stream", "hi")
+    assert busy.returncode == 1
+    assert "the knowledge base is busy (HTTP 503, code unavailable, request id req-scripted)" in busy.stderr
+    assert [r[1] for r in server.requests] == ["/rest/v1/ai-agent/api/chat/stream"] * 3 + [
+        "/rest/v1/ai-agent/api/chat",
+        "/rest/v1/ai-agent/api/chat/stream",
+    ]
