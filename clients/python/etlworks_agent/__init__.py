@@ -1097,7 +1097,16 @@ def _print_messages(answer: JSONDict, out: IO[str]) -> None:
 
 def _print_stream(stream: ChatStream, as_json: bool, out: IO[str], notes: IO[str]) -> None:
     mid_line = False
-    for event in stream:
+    events = iter(stream)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration:
+            break
+        except EtlworksError:
+            if mid_line:  # end the partial answer before the error is reported
+                out.write("\n")
+            raise
         kind = event.get("type")
         if as_json:
             out.write(json.dumps(event, ensure_ascii=False) + "\n")
@@ -1250,7 +1259,10 @@ def main(argv: Optional[List[str]] = None, *, prog: Optional[str] = None) -> int
             )
             body.setdefault("status", exc.status)
             body.setdefault("request_id", exc.request_id)
-            _print_json(body, out)
+            if args.command.endswith("-stream"):
+                out.write(json.dumps(body, ensure_ascii=False) + "\n")  # one line, like the events
+            else:
+                _print_json(body, out)
         notes.write(f"error: {exc}\n")
         return _EXIT_API
     except APIConnectionError as exc:
@@ -1261,9 +1273,9 @@ def main(argv: Optional[List[str]] = None, *, prog: Optional[str] = None) -> int
         return 130
     except BrokenPipeError:
         # The reader went away (e.g. `| head`); say nothing more.
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python from complaining at exit
-        except OSError:
+        try:  # keep Python from complaining again when it flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
             pass
         return _EXIT_OK
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -394,4 +395,44 @@ def test_bash_stream_reader(scripted: Callable[..., Scripted], path_without_jq: 
     assert [r[1] for r in server.requests] == ["/rest/v1/ai-agent/api/chat/stream"] * 3 + [
         "/rest/v1/ai-agent/api/chat",
         "/rest/v1/ai-agent/api/chat/stream",
+    ]
+
+
+def test_python_cli_stream_output(scripted: Callable[..., Scripted]) -> None:
+    server = scripted(
+        sse([frame({"type": "token", "content": "caf\u00e9"}), frame(dict(DONE, response="caf\u00e9"))]),
+        sse(
+            [
+                frame({"type": "token", "content": "so"}),
+                frame({"type": "error", "error": "the run was canceled", "code": "canceled"}),
+            ]
+        ),
+        sse([frame({"type": "token", "content": "partial"})]),
+        sse([frame({"type": "error", "error": "AI usage cap exceeded", "code": "cap_exceeded"})]),
+    )
+    env = client_env(server.url, "k" * 256)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return run([sys.executable, "-m", "etlworks_agent", *args], env)
+
+    whole = cli("chat-stream", "hi")
+    assert (whole.returncode, whole.stdout) == (0, "caf\u00e9\n")
+    failed = cli("chat-stream", "hi")
+    assert (failed.returncode, failed.stdout) == (1, "so\n")
+    assert failed.stderr == "error: the run was canceled (code canceled, request id req-stream)\n"
+    cut = cli("chat-stream", "hi")
+    assert cut.returncode == 1 and cut.stdout == "partial\n"
+    assert cut.stderr.startswith("error: the stream ended before its 'done' event")
+    # With --json every line of standard output is one JSON object, the error included.
+    events = cli("--json", "chat-stream", "hi")
+    assert events.returncode == 1
+    lines = [json.loads(line) for line in events.stdout.splitlines()]
+    assert lines == [
+        {
+            "type": "error",
+            "error": "AI usage cap exceeded",
+            "code": "cap_exceeded",
+            "status": 200,
+            "request_id": "req-stream",
+        }
     ]
