@@ -22,6 +22,7 @@ from conftest import BASH_CLIENT, client_env, run
 
 from etlworks_agent import (
     APIError,
+    APITimeoutError,
     CapExceededError,
     EtlworksAgent,
     InternalServerError,
@@ -436,3 +437,24 @@ def test_python_cli_stream_output(scripted: Callable[..., Scripted]) -> None:
             "request_id": "req-stream",
         }
     ]
+
+
+def test_timeouts(scripted: Callable[..., Scripted]) -> None:
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(0.6)
+        reply(200, {"success": True, "tools": [], "count": 0})(handler)
+
+    server = scripted(
+        slow, slow, sse([frame({"type": "start"}), frame({"type": "token", "content": "a"})], pause=0.6)
+    )
+    agent = agent_for(server, timeout=0.3, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError) as waited:
+        agent.list_tools()
+    assert str(waited.value).startswith(f"could not get an answer from {server.url} within 0.3 s")
+    assert len(server.requests) == 2  # a read is retried once more
+    assert time.monotonic() - started < 3
+    # A stream whose next piece takes longer than the timeout breaks.
+    with pytest.raises(StreamError) as stalled:
+        list(agent.chat_stream("hi"))
+    assert stalled.value.code == "incomplete_stream"
