@@ -286,7 +286,12 @@ api_error() {
   [ "$status" != 200 ] && details="HTTP $status"
   [ -n "$code" ] && details="${details:+$details, }code $code"
   [ -n "$rid" ] && details="${details:+$details, }request id $rid"
-  [ "$JSON_OUT" = 1 ] && [ -n "$body" ] && pretty "$body"
+  if [ "$JSON_OUT" = 1 ] && [ -n "$body" ]; then
+    case $COMMAND in
+      *-stream) printf '%s\n' "$body" ;; # one line, like the stream's events
+      *) pretty "$body" ;;
+    esac
+  fi
   if [ "$COMMAND" = tool ] && [ "$status" = 400 ] && [[ $message == *"not valid JSON"* ]]; then
     message=${message#the body is not valid JSON: }
     message=${message%; send one JSON object}
