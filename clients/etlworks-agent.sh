@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # etlworks-agent.sh: talk to an etlworks-agent server (the Etlworks AI Agent API) from a shell.
 #
-# Self-contained: needs bash and curl; uses jq, when it is installed, for readable output and to
+# Self-contained: needs bash 4.2+ and curl; uses jq, when it is installed, for readable output and to
 # check JSON arguments, and works without it. Run with --help for the commands.
 #
 #   export ETLWORKS_URL=http://127.0.0.1:8080        # the server's root, without /rest
