@@ -298,6 +298,19 @@ pub fn next_due(row: &impl Columns) -> StoreResult<Option<Timestamp>> {
     row.opt_time("the earliest schedule", "next_run_at")
 }
 
+/// The sums of a usage query (`runs`, `input_tokens`, ... as `sql::usage_totals` names them).
+pub fn usage_totals(row: &impl Columns) -> StoreResult<etl_agent::usage::UsageTotals> {
+    let n = |c: &str| -> StoreResult<u64> { Ok(u64::try_from(row.int(c)?).unwrap_or(0)) };
+    Ok(etl_agent::usage::UsageTotals {
+        runs: n("runs")?,
+        input_tokens: n("input_tokens")?,
+        output_tokens: n("output_tokens")?,
+        tool_calls: n("tool_calls")?,
+        llm_calls: n("llm_calls")?,
+        cost_micros: n("cost_micros")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,3 +366,4 @@ mod tests {
         );
     }
 }
+

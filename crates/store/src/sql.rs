@@ -291,3 +291,88 @@ pub const INSERT_MESSAGE: &str = "INSERT INTO session_messages (tenant, session_
 pub const LIST_MESSAGES: &str = "SELECT seq, role, content, tool_calls, tool_call_id, name, data, \
      success, created_at FROM session_messages WHERE tenant = $1 AND session_id = $2 \
      ORDER BY seq LIMIT $3 OFFSET $4";
+
+// ---- AI usage -------------------------------------------------------------------------------
+
+pub const INSERT_USAGE: &str = "INSERT INTO usage_records (tenant, run_id, key_id, session_id, \
+     model, input_tokens, output_tokens, tool_calls, llm_calls, cost_micros, at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// The sums every usage query answers, as `runs`, `input_tokens`, ... (0 when no row matches).
+const USAGE_SUMS: &str = "COUNT(*) AS runs, \
+     CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+     CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
+     CAST(COALESCE(SUM(tool_calls), 0) AS BIGINT) AS tool_calls, \
+     CAST(COALESCE(SUM(llm_calls), 0) AS BIGINT) AS llm_calls, \
+     CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros";
+
+/// The column a usage breakdown groups by, as `grp`.
+fn usage_group(by: etl_agent::usage::GroupBy) -> &'static str {
+    use etl_agent::usage::GroupBy;
+    match by {
+        GroupBy::Tenant => "tenant",
+        GroupBy::Key => "key_id",
+        GroupBy::Model => "model",
+        GroupBy::Session => "COALESCE(session_id, '')",
+        // Timestamps are RFC 3339 UTC text: the first ten characters are the day.
+        GroupBy::Day => "substr(at, 1, 10)",
+    }
+}
+
+/// The WHERE clause of a usage query and the values to bind to it, in order: only the filter's
+/// set fields, numbered from $1 (`since` inclusive, `until` exclusive; timestamps compare as
+/// text because they are all written in one fixed-width UTC format).
+pub fn usage_where(filter: &etl_agent::usage::UsageFilter) -> (String, Vec<String>) {
+    let mut conditions = Vec::new();
+    let mut binds = Vec::new();
+    let mut add = |condition: &str, value: String| {
+        binds.push(value);
+        conditions.push(format!("{condition} ${}", binds.len()));
+    };
+    if let Some(t) = &filter.tenant {
+        add("tenant =", t.clone());
+    }
+    if let Some(k) = &filter.key_id {
+        add("key_id =", k.clone());
+    }
+    if let Some(s) = &filter.session_id {
+        add("session_id =", s.clone());
+    }
+    if let Some(t) = filter.since {
+        add("at >=", crate::codec::ts(t));
+    }
+    if let Some(t) = filter.until {
+        add("at <", crate::codec::ts(t));
+    }
+    let clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    (clause, binds)
+}
+
+/// Sums of the rows a filter selects.
+pub fn usage_totals(filter: &etl_agent::usage::UsageFilter) -> (String, Vec<String>) {
+    let (clause, binds) = usage_where(filter);
+    (
+        format!("SELECT {USAGE_SUMS} FROM usage_records{clause}"),
+        binds,
+    )
+}
+
+/// Sums per group, ordered by the group.
+pub fn usage_groups(
+    filter: &etl_agent::usage::UsageFilter,
+    by: etl_agent::usage::GroupBy,
+) -> (String, Vec<String>) {
+    let (clause, binds) = usage_where(filter);
+    let group = usage_group(by);
+    (
+        format!(
+            "SELECT {group} AS grp, {USAGE_SUMS} FROM usage_records{clause} GROUP BY {group} \
+             ORDER BY {group}"
+        ),
+        binds,
+    )
+}

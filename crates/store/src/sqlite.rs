@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use etl_agent::keys::{ApiKey, KeyStore};
 use etl_agent::sessions::{NewMessage, Session, SessionMessage, SessionStore};
+use etl_agent::usage::{GroupBy, UsageFilter, UsageRecord, UsageStore, UsageTotals};
 use etl_engine::{
     Connection, Flow, LogLine, Run, RunQuery, RunStatus, Schedule, Store, StoreError, StoreResult,
     Timestamp,
@@ -62,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "sessions",
         include_str!("../migrations/sqlite/0004_sessions.sql"),
+    ),
+    (
+        5,
+        "usage",
+        include_str!("../migrations/sqlite/0005_usage.sql"),
     ),
 ];
 
@@ -1059,6 +1065,69 @@ impl SessionStore for SqliteStore {
             .map_err(|e| failed(format!("reading the messages of session '{session_id}'"), e))?;
         rows.iter()
             .map(|r| codec::session_message(session_id, r))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl UsageStore for SqliteStore {
+    async fn record_usage(&self, r: &UsageRecord) -> StoreResult<()> {
+        let what = format!("the usage of run '{}'", r.run_id);
+        sqlx::query(sql::INSERT_USAGE)
+            .bind(&r.tenant)
+            .bind(&r.run_id)
+            .bind(&r.key_id)
+            .bind(&r.session_id)
+            .bind(&r.model)
+            .bind(codec::int(&what, "input_tokens", r.input_tokens)?)
+            .bind(codec::int(&what, "output_tokens", r.output_tokens)?)
+            .bind(codec::int(&what, "tool_calls", r.tool_calls)?)
+            .bind(codec::int(&what, "llm_calls", r.llm_calls)?)
+            .bind(codec::int(&what, "cost_micros", r.cost_micros)?)
+            .bind(codec::ts(r.at))
+            .execute(&self.writer)
+            .await
+            .map_err(|e| match kind(&e) {
+                Some(ErrorKind::UniqueViolation) => StoreError::Conflict(format!(
+                    "the usage of run '{}' is already recorded",
+                    r.run_id
+                )),
+                _ => failed(format!("saving {what}"), e),
+            })?;
+        Ok(())
+    }
+
+    async fn usage_totals(&self, filter: &UsageFilter) -> StoreResult<UsageTotals> {
+        let (statement, binds) = sql::usage_totals(filter);
+        // Built from fixed fragments only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+        for b in &binds {
+            query = query.bind(b);
+        }
+        let row = query
+            .fetch_one(&self.reader)
+            .await
+            .map_err(|e| failed("summing AI usage", e))?;
+        codec::usage_totals(&row)
+    }
+
+    async fn usage_groups(
+        &self,
+        filter: &UsageFilter,
+        by: GroupBy,
+    ) -> StoreResult<Vec<(String, UsageTotals)>> {
+        let (statement, binds) = sql::usage_groups(filter, by);
+        // Built from fixed fragments only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+        for b in &binds {
+            query = query.bind(b);
+        }
+        let rows = query
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| failed(format!("summing AI usage by {}", by.as_str()), e))?;
+        rows.iter()
+            .map(|row| Ok((row.text("grp")?, codec::usage_totals(row)?)))
             .collect()
     }
 }

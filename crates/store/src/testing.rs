@@ -20,6 +20,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use etl_agent::keys::{ApiKey, KeyStore};
 use etl_agent::sessions::{NewMessage, Session, SessionStore};
+use etl_agent::usage::{GroupBy, UsageFilter, UsageRecord, UsageStore, UsageTotals};
 use etl_engine::host::Role;
 use etl_engine::{
     Connection, Endpoint, Flow, FlowSpec, LogLine, Mapping, Run, RunQuery, RunStatus, RunTrigger,
@@ -448,6 +449,250 @@ async fn concurrent_appends(sessions: &dyn SessionStore) {
             .message_count,
         total
     );
+}
+
+/// Runs every check of the usage port against `usage`, which must hold no records yet.
+/// Panics on the first failure.
+///
+/// Pinned down: sums are exact (large values included) and all zero when nothing matches;
+/// every filter field narrows (`since` inclusive, `until` exclusive, to the microsecond);
+/// a tenant's queries never count another tenant's rows, and a filter without a tenant spans
+/// them all; groups are ordered by value, days are `YYYY-MM-DD` in UTC, runs without a session
+/// group under `""`; a run is recorded once per tenant (`Conflict` for a second record, while
+/// another tenant may use the same run id).
+pub async fn usage_conformance(usage: &dyn UsageStore) {
+    let all = UsageFilter::default();
+    assert_eq!(
+        usage.usage_totals(&all).await.unwrap(),
+        UsageTotals::default(),
+        "usage_totals: starts empty, all zero"
+    );
+    assert!(
+        usage
+            .usage_groups(&all, GroupBy::Key)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let day = 86_400;
+    let records = [
+        usage_record(
+            "tenant-a",
+            "run_1",
+            "key_a1",
+            Some("ses_x"),
+            "gpt-4o-mini",
+            at(0),
+            100,
+            20,
+            150,
+        ),
+        usage_record(
+            "tenant-a",
+            "run_2",
+            "key_a1",
+            None,
+            "gpt-4o-mini",
+            at(60),
+            300,
+            40,
+            0,
+        ),
+        usage_record(
+            "tenant-a",
+            "run_3",
+            "key_a2",
+            Some("ses_x"),
+            "built-in-planner",
+            at(day),
+            50,
+            5,
+            0,
+        ),
+        usage_record(
+            "tenant-b",
+            "run_1",
+            "key_b1",
+            None,
+            "claude-sonnet-4-5",
+            at(day + 5),
+            7,
+            3,
+            999,
+        ),
+        usage_record(
+            "tenant-b",
+            "run_4",
+            "key_b1",
+            None,
+            "claude-sonnet-4-5",
+            at(2 * day),
+            4_000_000_000,
+            3_000_000_000,
+            9_000_000_000,
+        ),
+    ];
+    for r in &records {
+        usage.record_usage(r).await.unwrap();
+    }
+    let again = usage.record_usage(&records[0]).await.unwrap_err();
+    assert!(
+        matches!(&again, StoreError::Conflict(m) if m.contains("run_1")),
+        "record_usage: a second record of a run is a Conflict naming it: {again:?}"
+    );
+    let tenant = |t: &str| UsageFilter {
+        tenant: Some(t.into()),
+        ..UsageFilter::default()
+    };
+    let a = usage.usage_totals(&tenant("tenant-a")).await.unwrap();
+    assert_eq!(
+        a,
+        UsageTotals {
+            runs: 3,
+            input_tokens: 450,
+            output_tokens: 65,
+            tool_calls: 3,
+            llm_calls: 6,
+            cost_micros: 150,
+        },
+        "usage_totals: one tenant's rows only, summed exactly"
+    );
+    assert_eq!(a.total_tokens(), 515);
+    let b = usage.usage_totals(&tenant("tenant-b")).await.unwrap();
+    assert_eq!(
+        b.input_tokens, 4_000_000_007,
+        "large sums come back exactly"
+    );
+    assert_eq!(b.cost_micros, 9_000_000_999);
+    let everything = usage.usage_totals(&all).await.unwrap();
+    assert_eq!(everything.runs, 5, "no tenant: every tenant's rows");
+    assert_eq!(
+        usage
+            .usage_totals(&UsageFilter {
+                key_id: Some("key_a1".into()),
+                ..tenant("tenant-a")
+            })
+            .await
+            .unwrap()
+            .runs,
+        2,
+        "key_id narrows"
+    );
+    assert_eq!(
+        usage
+            .usage_totals(&UsageFilter {
+                key_id: Some("key_b1".into()),
+                ..tenant("tenant-a")
+            })
+            .await
+            .unwrap(),
+        UsageTotals::default(),
+        "another tenant's key counts nothing in this tenant"
+    );
+    assert_eq!(
+        usage
+            .usage_totals(&UsageFilter {
+                session_id: Some("ses_x".into()),
+                ..tenant("tenant-a")
+            })
+            .await
+            .unwrap()
+            .input_tokens,
+        150,
+        "session_id narrows"
+    );
+    let window = usage
+        .usage_totals(&UsageFilter {
+            since: Some(at(60)),
+            until: Some(at(day)),
+            ..tenant("tenant-a")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (window.runs, window.input_tokens),
+        (1, 300),
+        "since is inclusive and until exclusive, to the microsecond"
+    );
+
+    let keys = usage
+        .usage_groups(&tenant("tenant-a"), GroupBy::Key)
+        .await
+        .unwrap();
+    let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["key_a1", "key_a2"], "groups are ordered by value");
+    assert_eq!(keys[0].1.input_tokens, 400);
+    let sessions = usage
+        .usage_groups(&tenant("tenant-a"), GroupBy::Session)
+        .await
+        .unwrap();
+    assert_eq!(
+        sessions
+            .iter()
+            .map(|(s, t)| (s.as_str(), t.runs))
+            .collect::<Vec<_>>(),
+        [("", 1), ("ses_x", 2)],
+        "runs without a session group under the empty string"
+    );
+    let days = usage.usage_groups(&all, GroupBy::Day).await.unwrap();
+    assert_eq!(
+        days.iter()
+            .map(|(d, t)| (d.as_str(), t.runs))
+            .collect::<Vec<_>>(),
+        [("2025-01-01", 2), ("2025-01-02", 2), ("2025-01-03", 1)],
+        "days are UTC dates, oldest first"
+    );
+    let models = usage
+        .usage_groups(&tenant("tenant-b"), GroupBy::Model)
+        .await
+        .unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0].0, "claude-sonnet-4-5");
+    assert_eq!(models[0].1.runs, 2);
+    let tenants = usage.usage_groups(&all, GroupBy::Tenant).await.unwrap();
+    assert_eq!(
+        tenants
+            .iter()
+            .map(|(t, n)| (t.as_str(), n.runs))
+            .collect::<Vec<_>>(),
+        [("tenant-a", 3), ("tenant-b", 2)]
+    );
+    assert!(
+        usage
+            .usage_groups(&tenant("tenant-c"), GroupBy::Day)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a tenant without usage has no groups"
+    );
+}
+
+/// One run's usage; tool calls 1 and model calls 2 each.
+#[allow(clippy::too_many_arguments)]
+pub fn usage_record(
+    tenant: &str,
+    run_id: &str,
+    key_id: &str,
+    session_id: Option<&str>,
+    model: &str,
+    when: Timestamp,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_micros: u64,
+) -> UsageRecord {
+    UsageRecord {
+        tenant: tenant.into(),
+        key_id: key_id.into(),
+        session_id: session_id.map(str::to_string),
+        run_id: run_id.into(),
+        model: model.into(),
+        input_tokens,
+        output_tokens,
+        tool_calls: 1,
+        llm_calls: 2,
+        cost_micros,
+        at: when,
+    }
 }
 
 /// A session with every field set (metadata, prompt), created and updated at `created`.

@@ -10,7 +10,7 @@ use etl_engine::{RunQuery, RunStatus, Store, StoreError};
 use etl_store::SqliteStore;
 use etl_store::testing::{
     at, conformance, connection, flow, key_conformance, log_lines, run, schedule,
-    session_conformance,
+    session_conformance, usage_conformance,
 };
 use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
@@ -30,6 +30,7 @@ async fn conformance_on_a_file() {
     conformance(&store).await;
     key_conformance(&store).await;
     session_conformance(&store).await;
+    usage_conformance(&store).await;
     store.close().await;
 }
 
@@ -40,6 +41,7 @@ async fn conformance_in_memory() {
     conformance(&store).await;
     key_conformance(&store).await;
     session_conformance(&store).await;
+    usage_conformance(&store).await;
 }
 
 #[tokio::test]
@@ -62,7 +64,7 @@ async fn open_creates_parent_directories_and_uses_wal() {
         .unwrap();
     assert_eq!(
         versions,
-        [1, 2, 3, 4],
+        [1, 2, 3, 4, 5],
         "migrations are recorded in schema_migrations"
     );
     conn.close().await.unwrap();
@@ -123,7 +125,7 @@ async fn data_survives_close_and_reopen_and_migrations_run_once() {
         .fetch_one(&mut raw)
         .await
         .unwrap();
-    assert_eq!(applied, 4, "reopening does not re-apply migrations");
+    assert_eq!(applied, 5, "reopening does not re-apply migrations");
 }
 
 #[tokio::test]
