@@ -12,8 +12,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use etl_engine::host::Caller;
-use etl_llm::{Event, FinishReason, LlmError, Message, Model, Request, Role, ToolCall, ToolSpec};
+use etl_engine::host::{Caller, Role as CallerRole};
+use etl_llm::{
+    Event, FinishReason, LlmError, Message, Model, Request, Role, ToolCall, ToolSpec, tokens,
+};
 use futures::StreamExt;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Serialize;
@@ -23,35 +25,78 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::tools::{CallError, ToolOutcome, ToolRegistry};
+use crate::usage::{Allowance, CAP_EXCEEDED, Prices};
 
-/// Model calls one user message may take unless the caller says otherwise.
+/// Model calls one user message may take unless configured otherwise.
 pub const DEFAULT_MAX_TURNS: usize = 8;
-/// Characters of a tool's result kept in a `tool_end` event (the model gets all of it).
+/// Characters of a tool's result kept in a `tool_end` event.
 pub const EVENT_RESULT_CHARS: usize = 2_000;
+/// Characters of a tool's result handed to the model (and kept in the session) unless
+/// configured otherwise; the rest is cut, and the result says so.
+pub const DEFAULT_TOOL_RESULT_CHARS: usize = 20_000;
+/// Tokens kept free for the answer when fitting the history into the context, unless the
+/// request sets `max_tokens`.
+pub const DEFAULT_RESERVE_TOKENS: u64 = 4_096;
 /// Events buffered between the loop and a slow reader before the loop waits for it.
 const EVENT_BUFFER: usize = 256;
+
+/// How the agent runs every message: set once, by the server, for its model.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The product's system prompt ([`crate::prompt::DEFAULT_SYSTEM_PROMPT`] for LLMs), sent
+    /// first on every model call; a client's own `system_prompt` follows it. `None` sends only
+    /// the client's (the built-in planner reads no prompt).
+    pub system_prompt: Option<String>,
+    /// The model's context window, in tokens (counted with `etl_llm::tokens`). Each model call
+    /// sends the system prompt, the tools, this message and this run's steps, and as much of
+    /// the earlier history as still fits, newest whole turns first. `None`: all the history.
+    pub context_tokens: Option<u64>,
+    /// Tokens kept free for the answer when fitting the history, unless the request sets
+    /// `max_tokens`.
+    pub reserve_tokens: u64,
+    /// Model calls per message, at most.
+    pub max_turns: usize,
+    /// Characters of a tool's result the model gets; longer results are cut and say so.
+    pub tool_result_chars: usize,
+    /// Turns tokens into cost (the `cost_micros` of an outcome, and cost caps).
+    pub prices: Prices,
+}
+
+impl Default for AgentConfig {
+    fn default() -> AgentConfig {
+        AgentConfig {
+            system_prompt: None,
+            context_tokens: None,
+            reserve_tokens: DEFAULT_RESERVE_TOKENS,
+            max_turns: DEFAULT_MAX_TURNS,
+            tool_result_chars: DEFAULT_TOOL_RESULT_CHARS,
+            prices: Prices::default(),
+        }
+    }
+}
 
 /// How to run one message.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Sent as the first (system) message of every model call.
+    /// The client's system prompt: sent after the product's (see [`AgentConfig`]).
     pub system_prompt: Option<String>,
-    /// Whether the model is offered the tools (`include_tools`, default true).
+    /// Whether the model is offered the tools (`include_tools`, default true). A read-only
+    /// caller is never offered the agentic ones.
     pub include_tools: bool,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
-    /// A model name to ask the provider for; the answer reports the model's own name.
+    /// A model name to ask the provider for (the caller checked it is allowed); the answer
+    /// reports it as its `model`.
     pub model: Option<String>,
-    /// Model calls allowed for this message (at least 1).
-    pub max_turns: usize,
+    /// Model calls allowed for this message (at least 1); `None`: the agent's setting.
+    pub max_turns: Option<usize>,
     /// The session this run belongs to, reported in `start`.
     pub session_id: Option<String>,
     /// The run's id, reported in `start`; a fresh `run_` id when not given.
     pub run_id: Option<String>,
-    /// Upper bound, in characters, of the earlier history sent to the model; the oldest turns
-    /// are left out first, always whole (a user message and everything after it), so a tool
-    /// call is never separated from its result. `None`: send everything.
-    pub history_budget_chars: Option<usize>,
+    /// What the run may use before a usage cap is spent: checked before every model call after
+    /// the first, so a runaway loop stops with `cap_exceeded`.
+    pub allowance: Allowance,
 }
 
 impl Default for RunOptions {
@@ -62,10 +107,10 @@ impl Default for RunOptions {
             max_tokens: None,
             temperature: None,
             model: None,
-            max_turns: DEFAULT_MAX_TURNS,
+            max_turns: None,
             session_id: None,
             run_id: None,
-            history_budget_chars: None,
+            allowance: Allowance::default(),
         }
     }
 }
@@ -73,8 +118,8 @@ impl Default for RunOptions {
 /// One message to answer.
 #[derive(Clone, Debug)]
 pub struct RunRequest {
-    /// Who asks: the tools run as this caller (tenant, role: a read-only caller's agentic tool
-    /// calls are refused and the model is told so).
+    /// Who asks: the tools run as this caller (tenant, role: a read-only caller is not offered
+    /// agentic tools, and a call to one is refused and the model told so).
     pub caller: Caller,
     /// The conversation before this message (a session's stored messages), oldest first.
     pub history: Vec<Message>,
@@ -129,9 +174,32 @@ pub struct ChatResponse {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunError {
     pub error: String,
-    /// `llm_unavailable`, `bad_request` (the model refused the request as malformed) or
-    /// `canceled`.
+    /// `llm_unavailable`, `bad_request` (the model refused the request as malformed),
+    /// `cap_exceeded` or `canceled`.
     pub code: &'static str,
+    /// For `cap_exceeded`, whose `error` is the public API's fixed sentence: which cap, how
+    /// much was used and what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl RunError {
+    pub fn new(code: &'static str, error: impl Into<String>) -> RunError {
+        RunError {
+            error: error.into(),
+            code,
+            detail: None,
+        }
+    }
+
+    /// `cap_exceeded` with the public API's sentence and `detail` saying why.
+    pub fn cap_exceeded(detail: impl Into<String>) -> RunError {
+        RunError {
+            error: CAP_EXCEEDED.into(),
+            code: "cap_exceeded",
+            detail: Some(detail.into()),
+        }
+    }
 }
 
 /// What the stream carries, in the order of API.md's streaming table. Serialized with a
@@ -195,6 +263,10 @@ pub struct RunOutcome {
     /// The text said so far (equal to `response` on success; the partial answer otherwise).
     pub response: String,
     pub usage: RunUsage,
+    /// The model asked (the request's, or the model's own name).
+    pub model: String,
+    /// What the run cost by the agent's price table, in micro-dollars.
+    pub cost_micros: u64,
 }
 
 /// A run in progress: its events, then its outcome.
@@ -208,15 +280,47 @@ pub struct RunStream {
 pub struct Agent {
     model: Arc<dyn Model>,
     tools: ToolRegistry,
+    config: Arc<AgentConfig>,
 }
 
 impl Agent {
+    /// The loop with the default [`AgentConfig`]: no product prompt, the whole history.
     pub fn new(model: Arc<dyn Model>, tools: ToolRegistry) -> Agent {
-        Agent { model, tools }
+        Agent::with_config(model, tools, AgentConfig::default())
+    }
+
+    pub fn with_config(model: Arc<dyn Model>, tools: ToolRegistry, config: AgentConfig) -> Agent {
+        Agent {
+            model,
+            tools,
+            config: Arc::new(config),
+        }
     }
 
     pub fn model(&self) -> &Arc<dyn Model> {
         &self.model
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The tools a caller's model is offered: all of them, less the agentic ones for a
+    /// read-only caller; none when `include_tools` is off.
+    pub fn offered_tools(&self, caller: &Caller, include_tools: bool) -> Vec<ToolSpec> {
+        if !include_tools {
+            return Vec::new();
+        }
+        self.tools
+            .tools()
+            .iter()
+            .filter(|t| !(t.agentic() && caller.role == CallerRole::Readonly))
+            .map(|t| ToolSpec {
+                name: t.name().to_string(),
+                description: t.description().to_string(),
+                parameters: t.parameters(),
+            })
+            .collect()
     }
 
     /// Spawns the run on the tokio runtime. The events end with `done` or `error`. Dropping
@@ -251,6 +355,10 @@ impl Agent {
             options,
         } = request;
         let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
+        let model_name = options
+            .model
+            .clone()
+            .unwrap_or_else(|| self.model.name().to_string());
         let mut run = Running {
             started: Instant::now(),
             cancel: cancel.child_token(),
@@ -260,7 +368,6 @@ impl Agent {
             records: Vec::new(),
             usage: RunUsage::default(),
         };
-        let model_name = self.model.name().to_string();
         run.emit(AgentEvent::Start {
             run_id: run_id.clone(),
             session_id: options.session_id.clone(),
@@ -268,36 +375,53 @@ impl Agent {
         })
         .await;
 
-        let mut conversation = Vec::with_capacity(history.len() + 2);
-        if let Some(prompt) = options.system_prompt.as_deref().filter(|p| !p.is_empty()) {
-            conversation.push(Message::system(prompt));
-        }
-        conversation.extend(trim_history(history, options.history_budget_chars));
-        conversation.push(Message::user(message));
-        let tools: Vec<ToolSpec> = if options.include_tools {
-            self.tools
-                .tools()
-                .iter()
-                .map(|t| ToolSpec {
-                    name: t.name().to_string(),
-                    description: t.description().to_string(),
-                    parameters: t.parameters(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let system = system_prompt(
+            self.config.system_prompt.as_deref(),
+            options.system_prompt.as_deref(),
+        );
+        let head: Vec<Message> = system.into_iter().map(Message::system).collect();
+        let tools = self.offered_tools(&caller, options.include_tools);
+        let history = History::new(history, self.config.context_tokens.is_some());
+        // This message and the steps of this run: always sent whole.
+        let mut current = vec![Message::user(message)];
+        let reserve = options
+            .max_tokens
+            .map_or(self.config.reserve_tokens, u64::from);
 
-        let max_turns = options.max_turns.max(1);
+        let max_turns = options.max_turns.unwrap_or(self.config.max_turns).max(1);
         let mut finish = "turn_limit";
         let mut failure = None;
-        for _turn in 0..max_turns {
+        for turn in 0..max_turns {
             if run.cancel.is_cancelled() {
                 failure = Some(canceled());
                 break;
             }
+            if turn > 0
+                && let Some(spent) =
+                    self.over_allowance(&options.allowance, &model_name, &run.usage)
+            {
+                failure = Some(spent);
+                break;
+            }
+            let budget = self.config.context_tokens.map(|context| {
+                let fixed = tokens::request(&head, &tools)
+                    + current.iter().map(tokens::message).sum::<u64>();
+                context.saturating_sub(fixed + reserve)
+            });
+            let mut messages = head.clone();
+            let kept = history.fit(budget);
+            if kept < history.messages.len() && turn == 0 {
+                tracing::info!(
+                    kept,
+                    of = history.messages.len(),
+                    budget = budget.unwrap_or(0),
+                    "earlier messages left out to fit the model's context"
+                );
+            }
+            messages.extend_from_slice(&history.messages[history.messages.len() - kept..]);
+            messages.extend(current.iter().cloned());
             let request = Request {
-                messages: conversation.clone(),
+                messages,
                 tools: tools.clone(),
                 max_tokens: options.max_tokens,
                 temperature: options.temperature,
@@ -315,14 +439,14 @@ impl Agent {
                 // Keep what was said before the failure; calls never made are dropped, so the
                 // stored history has no call without its result.
                 if !text.is_empty() {
-                    run.keep(&mut conversation, Message::assistant(text, Vec::new()));
+                    run.keep(&mut current, Message::assistant(text, Vec::new()));
                 }
                 failure = Some(error);
                 break;
             }
             let asked_tools = !calls.is_empty();
             if !text.is_empty() || asked_tools {
-                run.keep(&mut conversation, Message::assistant(text, calls.clone()));
+                run.keep(&mut current, Message::assistant(text, calls.clone()));
             }
             if !asked_tools {
                 finish = match reason {
@@ -342,12 +466,13 @@ impl Agent {
                             "the run was canceled before this tool call ran",
                             Json::Null,
                         );
-                        run.keep(&mut conversation, tool_message(skipped, &outcome));
+                        let message = self.tool_message(skipped, &outcome);
+                        run.keep(&mut current, message);
                     }
                     failure = Some(canceled());
                     break;
                 }
-                self.call_tool(&mut run, &mut conversation, &caller, call)
+                self.call_tool(&mut run, &mut current, &caller, &tools, call)
                     .await;
             }
             if failure.is_some() {
@@ -361,13 +486,17 @@ impl Agent {
                 note.insert_str(0, "\n\n");
             }
             run.say(&note).await;
-            run.keep(
-                &mut conversation,
-                Message::assistant(note.trim_start(), Vec::new()),
-            );
+            // The note is part of the answer, so the session keeps it too.
+            let note = note.trim_start().to_string();
+            run.keep(&mut current, Message::assistant(note, Vec::new()));
         }
 
         let duration_ms = run.started.elapsed().as_millis() as u64;
+        let cost_micros = self.config.prices.cost_micros(
+            &model_name,
+            run.usage.input_tokens,
+            run.usage.output_tokens,
+        );
         // Counts and codes only: messages and tool arguments may hold secrets.
         tracing::info!(
             run_id = %run_id,
@@ -377,6 +506,7 @@ impl Agent {
             tool_calls = run.usage.tool_calls,
             input_tokens = run.usage.input_tokens,
             output_tokens = run.usage.output_tokens,
+            cost_micros,
             duration_ms,
             outcome = failure.as_ref().map_or(finish, |f| f.code),
             "agent run ended"
@@ -393,7 +523,7 @@ impl Agent {
                     tools_used: run.records.iter().map(|r| r.name.clone()).collect(),
                     tool_calls: run.records.clone(),
                     usage: run.usage,
-                    model: model_name,
+                    model: model_name.clone(),
                     duration_ms,
                     finish,
                     session_id: options.session_id.clone(),
@@ -408,17 +538,56 @@ impl Agent {
             messages: run.messages,
             response: run.response,
             usage: run.usage,
+            model: model_name,
+            cost_micros,
         }
     }
 
+    /// `cap_exceeded` when the run has used all its allowance.
+    fn over_allowance(
+        &self,
+        allowance: &Allowance,
+        model: &str,
+        usage: &RunUsage,
+    ) -> Option<RunError> {
+        let cost = self
+            .config
+            .prices
+            .cost_micros(model, usage.input_tokens, usage.output_tokens);
+        let tokens_spent = allowance.tokens.is_some_and(|t| usage.total_tokens >= t);
+        let cost_spent = allowance.cost_micros.is_some_and(|c| cost >= c);
+        (tokens_spent || cost_spent).then(|| {
+            RunError::cap_exceeded(format!(
+                "the AI usage cap was reached during this run after {} model calls and {} \
+                 tokens, so it stopped before asking the model again; what was said and done so \
+                 far is kept. Ask the operator to raise the cap, or wait until it resets",
+                usage.llm_calls, usage.total_tokens
+            ))
+        })
+    }
+
+    /// A tool's result as the message the model reads: the text cut to the configured size
+    /// (saying so), the structured data as it is.
+    fn tool_message(&self, call: &ToolCall, outcome: &ToolOutcome) -> Message {
+        let data = match &outcome.code {
+            Some(code) if !outcome.success && outcome.data.is_null() => json!({"code": code}),
+            _ => outcome.data.clone(),
+        };
+        let content = bound_result(&outcome.result, self.config.tool_result_chars);
+        Message::tool_result(call, outcome.success, content, data)
+    }
+
     /// Runs one tool call (or refuses it) and hands its result to the conversation. A call the
-    /// registry refuses (unknown tool, bad arguments, read-only caller) becomes a failed result
-    /// the model reads and can act on.
+    /// model should not have made (a tool not offered to it: tools off, or an agentic tool
+    /// asked by a read-only caller's model) is refused without running, as is one the registry
+    /// refuses (unknown tool, bad arguments); the refusal is a failed result the model reads
+    /// and can act on.
     async fn call_tool(
         &self,
         run: &mut Running,
         conversation: &mut Vec<Message>,
         caller: &Caller,
+        offered: &[ToolSpec],
         call: &ToolCall,
     ) {
         run.emit(AgentEvent::ToolStart {
@@ -428,21 +597,64 @@ impl Agent {
         })
         .await;
         let started = Instant::now();
-        let (outcome, duration_ms) =
+        let refused = |code: &str, why: String| {
+            (
+                ToolOutcome::failed(code, why, json!({"code": code})),
+                started.elapsed().as_millis() as u64,
+            )
+        };
+        let (outcome, duration_ms) = if !offered.iter().any(|t| t.name == call.name) {
+            match self.tools.get(&call.name) {
+                Some(tool) if tool.agentic() && caller.role == CallerRole::Readonly => refused(
+                    "forbidden",
+                    format!(
+                        "'{}' changes state and this key is read-only, so it is not offered \
+                         and was not run; tell the user that a key with the user or admin \
+                         role can do this",
+                        call.name
+                    ),
+                ),
+                Some(_) => refused(
+                    "not_offered",
+                    format!(
+                        "'{}' is not offered in this conversation (tools are turned off for \
+                         it), so it was not run; answer without tools",
+                        call.name
+                    ),
+                ),
+                None => {
+                    let names: Vec<&str> = offered.iter().map(|t| t.name.as_str()).collect();
+                    refused(
+                        "tool_not_found",
+                        if names.is_empty() {
+                            format!(
+                                "unknown tool '{}', and no tools are offered in this \
+                                 conversation; answer without tools",
+                                call.name
+                            )
+                        } else {
+                            format!(
+                                "unknown tool '{}'; the tools are: {}",
+                                call.name,
+                                names.join(", ")
+                            )
+                        },
+                    )
+                }
+            }
+        } else {
             match self.tools.call(caller, &call.name, &call.arguments).await {
                 Ok(done) => (done.outcome, done.duration_ms),
-                Err(refused) => {
-                    let code = match &refused {
+                Err(refusal) => {
+                    let code = match &refusal {
                         CallError::UnknownTool(_) => "tool_not_found",
                         CallError::InvalidArguments(_) => "invalid_arguments",
                         CallError::Forbidden(_) => "forbidden",
                     };
-                    (
-                        ToolOutcome::failed(code, refused.to_string(), json!({"code": code})),
-                        started.elapsed().as_millis() as u64,
-                    )
+                    refused(code, refusal.to_string())
                 }
-            };
+            }
+        };
         run.usage.tool_calls += 1;
         run.records.push(ToolCallRecord {
             id: call.id.clone(),
@@ -459,7 +671,8 @@ impl Agent {
             duration_ms,
         })
         .await;
-        run.keep(conversation, tool_message(call, &outcome));
+        let message = self.tool_message(call, &outcome);
+        run.keep(conversation, message);
     }
 }
 
@@ -591,38 +804,28 @@ async fn reader_gone(events: Option<&mpsc::Sender<AgentEvent>>) {
 fn model_error(model: &str, e: LlmError) -> RunError {
     match e {
         LlmError::Canceled => canceled(),
-        LlmError::Unavailable(why) => RunError {
-            error: format!(
+        LlmError::Unavailable(why) => RunError::new(
+            "llm_unavailable",
+            format!(
                 "the model '{model}' could not answer: {why}; check the LLM settings and that \
                  the provider is reachable, then ask again"
             ),
-            code: "llm_unavailable",
-        },
-        LlmError::BadRequest(why) => RunError {
-            error: format!(
+        ),
+        LlmError::BadRequest(why) => RunError::new(
+            "bad_request",
+            format!(
                 "the model '{model}' refused the request: {why}; check the options sent \
                  (model, max_tokens, temperature)"
             ),
-            code: "bad_request",
-        },
+        ),
     }
 }
 
 fn canceled() -> RunError {
-    RunError {
-        error: "the run was canceled before it finished; what was said so far is kept in the \
-                session"
-            .into(),
-        code: "canceled",
-    }
-}
-
-fn tool_message(call: &ToolCall, outcome: &ToolOutcome) -> Message {
-    let data = match &outcome.code {
-        Some(code) if !outcome.success && outcome.data.is_null() => json!({"code": code}),
-        _ => outcome.data.clone(),
-    };
-    Message::tool_result(call, outcome.success, outcome.result.clone(), data)
+    RunError::new(
+        "canceled",
+        "the run was canceled before it finished; what was said so far is kept in the session",
+    )
 }
 
 /// The closing words when the turn limit stops the model: what was done, and how to go on.
@@ -671,41 +874,90 @@ pub fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-/// Keeps the newest whole turns of `history` that fit in `budget` characters. A turn starts at
-/// a user message, so an assistant's tool calls stay with their results. The newest turn is
-/// kept even when it alone is over budget; system messages at the start are always kept.
-pub fn trim_history(history: Vec<Message>, budget: Option<usize>) -> Vec<Message> {
-    let Some(budget) = budget else {
-        return history;
+/// The product's system prompt and the client's, as the one system message sent first.
+pub fn system_prompt(product: Option<&str>, client: Option<&str>) -> Option<String> {
+    let product = product.map(str::trim).filter(|p| !p.is_empty());
+    let client = client.map(str::trim).filter(|p| !p.is_empty());
+    match (product, client) {
+        (None, None) => None,
+        (Some(p), None) => Some(p.to_string()),
+        (None, Some(c)) => Some(c.to_string()),
+        (Some(p), Some(c)) => Some(format!("{p}\n\n# Instructions from the application\n\n{c}")),
+    }
+}
+
+/// A tool's result text, cut to at most `max` characters (at a line end when one is near)
+/// with a note saying how much was left out and how to see it.
+pub fn bound_result(text: &str, max: usize) -> String {
+    let Some((cut, _)) = text.char_indices().nth(max) else {
+        return text.to_string();
     };
-    let size = |m: &Message| {
-        m.content.len()
-            + m.tool_calls
-                .iter()
-                .map(|c| c.name.len() + c.arguments.to_string().len())
-                .sum::<usize>()
+    let head = &text[..cut];
+    // A cut at a line end reads better, unless that loses more than a fifth of what is kept.
+    let head = match head.rfind('\n') {
+        Some(nl) if nl >= cut - cut / 5 => &head[..nl],
+        _ => head,
     };
-    let lead = history
-        .iter()
-        .take_while(|m| m.role == Role::System)
-        .count();
-    let mut used = 0;
-    let mut keep_from = history.len();
-    let mut turn_size = 0;
-    for i in (lead..history.len()).rev() {
-        turn_size += size(&history[i]);
-        if history[i].role == Role::User {
-            if used + turn_size > budget && keep_from < history.len() {
+    let total = text.chars().count();
+    let kept = head.chars().count();
+    format!(
+        "{head}\n[cut: this result is {total} characters and only the first {kept} are shown. \
+         Ask for less to see the rest: a narrower query, a where clause, limit=N or tail=N.]"
+    )
+}
+
+/// A conversation's earlier messages, split into turns (a user message and everything after
+/// it up to the next one) with their token counts, to send the newest whole turns that fit a
+/// budget: a tool call always travels with its result.
+struct History {
+    messages: Vec<Message>,
+    /// Per turn, newest first: (index of its first message, its tokens).
+    turns: Vec<(usize, u64)>,
+}
+
+impl History {
+    /// `count`: whether token counts are needed (a context budget is set).
+    fn new(messages: Vec<Message>, count: bool) -> History {
+        let mut turns = Vec::new();
+        if count {
+            let mut tokens_in_turn = 0;
+            for i in (0..messages.len()).rev() {
+                tokens_in_turn += tokens::message(&messages[i]);
+                // Messages before the first user message belong to the oldest turn.
+                if messages[i].role == Role::User || i == 0 {
+                    turns.push((i, tokens_in_turn));
+                    tokens_in_turn = 0;
+                }
+            }
+        }
+        History { messages, turns }
+    }
+
+    /// How many of the newest messages to send within `budget` tokens (`None`: all).
+    fn fit(&self, budget: Option<u64>) -> usize {
+        let Some(budget) = budget else {
+            return self.messages.len();
+        };
+        let mut used = 0;
+        let mut from = self.messages.len();
+        for &(start, tokens) in &self.turns {
+            if used + tokens > budget {
                 break;
             }
-            used += turn_size;
-            turn_size = 0;
-            keep_from = i;
+            used += tokens;
+            from = start;
         }
+        self.messages.len() - from
     }
-    let mut kept: Vec<Message> = history[..lead].to_vec();
-    kept.extend(history.into_iter().skip(keep_from));
-    kept
+}
+
+/// Keeps the newest whole turns of `history` that fit in `budget` tokens (counted with
+/// `etl_llm::tokens`): what [`Agent::run`] sends of a session's earlier messages.
+pub fn trim_history(history: Vec<Message>, budget: u64) -> Vec<Message> {
+    let h = History::new(history, true);
+    let kept = h.fit(Some(budget));
+    let skip = h.messages.len() - kept;
+    h.messages.into_iter().skip(skip).collect()
 }
 
 /// A new run id: `run_` and 16 random lowercase letters and digits.
@@ -728,34 +980,66 @@ mod tests {
     }
 
     #[test]
-    fn trimming_keeps_whole_newest_turns() {
+    fn trimming_keeps_whole_newest_turns_within_a_token_budget() {
         let call = ToolCall {
             id: "c1".into(),
             name: "host_cli".into(),
             arguments: json!({"command": "list flows"}),
         };
         let history = vec![
-            Message::system("be brief"),
-            Message::user("a".repeat(100)),
-            Message::assistant("b".repeat(100), Vec::new()),
+            Message::user("tell me a long story ".repeat(20)),
+            Message::assistant("once upon a time ".repeat(20), Vec::new()),
             Message::user("list"),
             Message::assistant("", vec![call.clone()]),
             Message::tool_result(&call, true, "no flows", Json::Null),
             Message::assistant("none", Vec::new()),
         ];
-        let trimmed = trim_history(history.clone(), Some(120));
-        assert_eq!(trimmed.len(), 5, "{trimmed:?}");
-        assert_eq!(trimmed[0].role, Role::System);
-        assert_eq!(trimmed[1].content, "list");
+        let newest: u64 = history[2..].iter().map(tokens::message).sum();
+        let all: u64 = history.iter().map(tokens::message).sum();
+        let trimmed = trim_history(history.clone(), newest + 5);
+        assert_eq!(trimmed.len(), 4, "{trimmed:?}");
+        assert_eq!(trimmed[0].content, "list");
         assert_eq!(
-            trimmed[3].role,
+            trimmed[2].role,
             Role::Tool,
             "the result stays with its call"
         );
-        assert_eq!(trim_history(history.clone(), None), history);
-        assert_eq!(trim_history(history.clone(), Some(10_000)), history);
-        // The newest turn stays even when it alone is over budget.
-        assert_eq!(trim_history(history, Some(1)).len(), 5);
+        assert_eq!(trim_history(history.clone(), all), history);
+        // A turn that does not fit is left out whole, even the newest.
+        assert!(trim_history(history.clone(), newest - 1).is_empty());
+        // The call without its result is never sent: cutting inside the newest turn is not
+        // possible, whatever the budget.
+        for budget in 0..all {
+            let t = trim_history(history.clone(), budget);
+            assert!(t.is_empty() || t[0].role == Role::User, "{budget}: {t:?}");
+        }
+    }
+
+    #[test]
+    fn long_results_are_cut_and_say_so() {
+        assert_eq!(bound_result("short", 10), "short");
+        let text = format!("{}\n{}", "a".repeat(90), "b".repeat(30));
+        let cut = bound_result(&text, 100);
+        assert!(cut.starts_with(&"a".repeat(90)), "{cut}");
+        assert!(!cut.contains('b'), "cut at the line end: {cut}");
+        assert!(
+            cut.contains("[cut: this result is 121 characters and only the first 90 are shown."),
+            "{cut}"
+        );
+        let one_line = "x".repeat(500);
+        assert!(bound_result(&one_line, 100).starts_with(&"x".repeat(100)));
+    }
+
+    #[test]
+    fn the_product_prompt_comes_before_the_clients() {
+        assert_eq!(system_prompt(None, None), None);
+        assert_eq!(system_prompt(Some("P"), Some(" ")).as_deref(), Some("P"));
+        assert_eq!(system_prompt(None, Some("C")).as_deref(), Some("C"));
+        let both = system_prompt(Some("P"), Some("C")).unwrap();
+        assert!(
+            both.starts_with("P\n\n# Instructions from the application\n\nC"),
+            "{both}"
+        );
     }
 
     #[test]

@@ -480,7 +480,7 @@ async fn the_turn_limit_ends_with_what_was_done() {
     ]);
     let agent = Agent::new(model.clone(), app.tools.clone());
     let options = RunOptions {
-        max_turns: 3,
+        max_turns: Some(3),
         ..RunOptions::default()
     };
     let (events, outcome) = streamed(

@@ -770,8 +770,8 @@ async fn free_form_requests_are_declined_naming_the_llm_setting() {
     let t = chat.say("write me a poem about databases").await;
     assert!(t.calls.is_empty());
     t.says("I can't do that")
-        .says("`--llm`")
-        .says("not available in this build")
+        .says("`--llm openai`")
+        .says("docs/llm-providers.md")
         .says("find and import flow templates");
 
     let t = chat.say("what can you do?").await;

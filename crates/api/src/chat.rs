@@ -186,14 +186,12 @@ async fn prepare(
     body: ChatBody,
     session: Option<Session>,
 ) -> Result<Turn, ApiError> {
-    let config = state.config();
     let mut options = RunOptions {
         system_prompt: body.system_prompt,
         include_tools: body.include_tools.unwrap_or(true),
         max_tokens: body.max_tokens,
         temperature: body.temperature,
         model: body.model,
-        history_budget_chars: Some(config.history_budget_chars),
         ..RunOptions::default()
     };
     let mut history = Vec::new();
@@ -336,10 +334,10 @@ fn stream(state: &ApiState, turn: Turn) -> Response {
                 .await;
         }
         let last = last.unwrap_or_else(|| {
-            AgentEvent::Error(etl_agent::run::RunError {
-                error: "the run ended without an answer; the details are in the server log".into(),
-                code: "internal",
-            })
+            AgentEvent::Error(etl_agent::run::RunError::new(
+                "internal",
+                "the run ended without an answer; the details are in the server log",
+            ))
         });
         let _ = tx.send(frame(&last)).await;
     });

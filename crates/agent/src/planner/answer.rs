@@ -43,7 +43,7 @@ pub fn cannot(request: &str) -> String {
         ""
     };
     format!(
-        "I can't do that: I'm the built-in planner, which follows rules for common requests rather than understanding free-form text, and \"{shown}{ellipsis}\" is not one of them. Free-form requests need a real LLM provider, chosen with the `--llm` setting, which is not available in this build yet. What I can do:\n{CAN_DO}"
+        "I can't do that: I'm the built-in planner, which follows rules for common requests rather than understanding free-form text, and \"{shown}{ellipsis}\" is not one of them. Free-form requests need a real LLM: the operator can start the server with `--llm openai` (any OpenAI-compatible server: OpenAI, Azure OpenAI, Ollama, vLLM, ...) or `--llm anthropic`, as docs/llm-providers.md explains. What I can do:\n{CAN_DO}"
     )
 }
 
