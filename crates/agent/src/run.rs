@@ -643,9 +643,26 @@ impl Agent {
                 }
             }
         } else {
-            match self.tools.call(caller, &call.name, &call.arguments).await {
-                Ok(done) => (done.outcome, done.duration_ms),
-                Err(refusal) => {
+            // A run canceled while a tool works (the client left, the server stops) drops the
+            // tool's future: its requests and waits stop now rather than when it returns. What
+            // the tool already started elsewhere (a flow run it launched) goes on.
+            let called = tokio::select! {
+                biased;
+                called = self.tools.call(caller, &call.name, &call.arguments) => Some(called),
+                _ = run.cancel.cancelled() => None,
+            };
+            match called {
+                None => refused(
+                    "canceled",
+                    format!(
+                        "the run was canceled while '{}' was running, so it was stopped before \
+                         it answered; anything it had started (a flow run, say) may still be \
+                         going: check with 'list runs'",
+                        call.name
+                    ),
+                ),
+                Some(Ok(done)) => (done.outcome, done.duration_ms),
+                Some(Err(refusal)) => {
                     let code = match &refusal {
                         CallError::UnknownTool(_) => "tool_not_found",
                         CallError::InvalidArguments(_) => "invalid_arguments",
@@ -801,7 +818,9 @@ async fn reader_gone(events: Option<&mpsc::Sender<AgentEvent>>) {
     }
 }
 
-fn model_error(model: &str, e: LlmError) -> RunError {
+/// The run error for a model's failure: `llm_unavailable` (with the cause and what to check),
+/// `bad_request` or `canceled`.
+pub fn model_error(model: &str, e: LlmError) -> RunError {
     match e {
         LlmError::Canceled => canceled(),
         LlmError::Unavailable(why) => RunError::new(

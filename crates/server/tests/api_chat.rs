@@ -431,8 +431,8 @@ async fn sessions_are_private_to_their_tenant_and_capped() {
 }
 
 /// The client hangs up while the agent waits on a tool (a flow whose source API takes two
-/// seconds): the run is canceled before its answer, and the session keeps the question, the
-/// tool call and its result.
+/// minutes): the run is canceled and the tool stopped at once, and the session keeps the
+/// question, the tool call and its (canceled) result.
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
     use std::sync::Arc;
@@ -443,7 +443,8 @@ async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
             let started = started.clone();
             move || async move {
                 started.notify_one();
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                // Far longer than the test waits: the tool must be stopped, not awaited.
+                tokio::time::sleep(std::time::Duration::from_secs(120)).await;
                 axum::Json(json!([{"id": 1, "total": 9.5}]))
             }
         }),
@@ -494,7 +495,8 @@ async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
     started.notified().await;
     drop(response);
 
-    // The question is stored before the run; the call and its result once the tool returns.
+    // The question is stored before the run; the call, and its result once the canceled run
+    // stops the tool (it would otherwise wait two minutes on the API).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let list = loop {
         let (status, messages) = server.get(&format!("/sessions/{id}/messages"), &key).await;
@@ -522,6 +524,14 @@ async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
     assert_eq!(list[1]["tool_calls"][0]["name"], "host_cli");
     assert_eq!(list[2]["role"], "tool");
     assert_eq!(list[2]["tool_call_id"], list[1]["tool_calls"][0]["id"]);
+    assert!(
+        list[2]["content"]
+            .as_str()
+            .unwrap()
+            .contains("canceled while 'host_cli' was running"),
+        "{}",
+        list[2]
+    );
 
     // The server is fine and the session goes on, the earlier turn in its history.
     let (status, next) = server
@@ -540,7 +550,7 @@ async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
 }
 
 /// SIGTERM while a stream waits on a tool: the stream ends with an `error` event (`canceled`)
-/// as soon as the tool returns, the session keeps the turn, and the process exits cleanly.
+/// at once (the tool is stopped), the session keeps the turn, and the process exits cleanly.
 #[tokio::test]
 async fn a_stopping_server_ends_open_streams_with_an_error_event() {
     use std::sync::Arc;
@@ -601,7 +611,7 @@ async fn a_stopping_server_ends_open_streams_with_an_error_event() {
     assert_eq!(last.data["code"], "canceled", "{text}");
     assert!(
         frames.iter().any(|f| f.event == "tool_end"),
-        "the tool finished first: {text}"
+        "the stopped tool call is reported: {text}"
     );
     let (status, _server) = stopped.await.unwrap();
     assert!(status.success(), "a clean exit: {status:?}");
