@@ -64,6 +64,25 @@ impl Watched {
             .clone()
     }
 
+    /// While the last check failed: its cause, when it was found and that the server checks
+    /// again. `None` while the model is reachable.
+    pub fn unavailable(&self) -> Option<String> {
+        let health = self.health();
+        if health.reachable {
+            return None;
+        }
+        let when = health
+            .checked_at
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        Some(format!(
+            "{} (found by the check at {when}; the server checks again every {} s and answers \
+             as soon as the provider is back)",
+            health.detail,
+            self.every.as_secs_f64()
+        ))
+    }
+
     /// Runs the model's check, at most `timeout` long, and records the outcome: the one-line
     /// description of what was checked, or the cause of the failure.
     pub async fn check(&self, timeout: Duration) -> Result<String, String> {
@@ -125,18 +144,8 @@ impl Model for Watched {
         request: Request,
         cancel: CancellationToken,
     ) -> Result<EventStream, LlmError> {
-        let health = self.health();
-        if !health.reachable {
-            let when = health
-                .checked_at
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                .unwrap_or_default();
-            return Err(LlmError::Unavailable(format!(
-                "{} (found by the check at {when}; the server checks again every {} s and \
-                 answers as soon as the provider is back)",
-                health.detail,
-                self.every.as_secs_f64()
-            )));
+        if let Some(why) = self.unavailable() {
+            return Err(LlmError::Unavailable(why));
         }
         let state = self.state.clone();
         let remember = move |e: &LlmError| {

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use etl_agent::run::{AgentEvent, RunOptions, RunOutcome, RunRequest};
+use etl_agent::run::{AgentEvent, RunError, RunOptions, RunOutcome, RunRequest};
 use etl_agent::sessions::{self, Session};
 use etl_agent::tools::agent_caller;
+use etl_agent::usage::{self, Allowance, UsageRecord};
 use etl_llm::Message;
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
@@ -150,9 +151,16 @@ fn short_json(value: &Json) -> String {
     }
 }
 
-/// One run ready to start: the request for the loop and, inside a session, where to keep it.
+/// One run ready to start: the request for the loop and what to do with its outcome.
 struct Turn {
     request: RunRequest,
+    after: AfterRun,
+}
+
+/// Who asked (for the usage record) and, inside a session, where to keep the run.
+struct AfterRun {
+    tenant: String,
+    key_id: String,
     session: Option<SessionTurn>,
 }
 
@@ -178,6 +186,89 @@ impl SessionTurn {
     }
 }
 
+/// Why a turn does not start although the request is well formed: the model is unreachable
+/// or a usage cap is spent. Answered like a run that failed (HTTP 200, `success: false`), so
+/// the question is not stored in the session.
+struct Refusal {
+    error: RunError,
+    session_id: Option<String>,
+    model: String,
+}
+
+/// 400 when the body names a model this server does not offer.
+fn check_model(state: &ApiState, body: &ChatBody) -> Result<(), ApiError> {
+    let Some(model) = &body.model else {
+        return Ok(());
+    };
+    let allowed = &state.chat().llm.models;
+    if allowed.iter().any(|m| m == model) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "the model '{model}' is not offered by this server; ask for one of: {} (or leave \
+         'model' out to use {})",
+        allowed.join(", "),
+        allowed.first().map(String::as_str).unwrap_or("the default")
+    )))
+}
+
+/// The gate and the caps: what the run may use, or why it may not start.
+async fn admit(
+    state: &ApiState,
+    auth: &Auth,
+    body: &ChatBody,
+    session_id: Option<&str>,
+) -> Result<Result<Allowance, Refusal>, ApiError> {
+    let chat = state.chat();
+    let model = body
+        .model
+        .clone()
+        .unwrap_or_else(|| state.agent().model().name().to_string());
+    let refuse = |error| Refusal {
+        error,
+        session_id: session_id.map(str::to_string),
+        model: model.clone(),
+    };
+    if let Some(why) = chat.llm.watch.as_ref().and_then(|w| w.unavailable()) {
+        let error = etl_agent::run::model_error(&model, etl_llm::LlmError::Unavailable(why));
+        return Ok(Err(refuse(error)));
+    }
+    if chat.caps.is_empty() {
+        return Ok(Ok(Allowance::default()));
+    }
+    let check = usage::check_caps(
+        chat.usage.as_ref(),
+        &chat.caps,
+        &auth.key.tenant,
+        &auth.key.id,
+        chrono::Utc::now(),
+    )
+    .await
+    .map_err(|e| ApiError::internal("checking the AI usage cap", e))?;
+    if let Some(spent) = check.exceeded() {
+        tracing::info!(scope = spent.scope, id = %spent.id, "AI usage cap exceeded");
+        return Ok(Err(refuse(RunError::cap_exceeded(spent.explain()))));
+    }
+    Ok(Ok(check.allowance))
+}
+
+/// Answers a refusal: the `/chat` failure body, or a stream of `start` and `error`.
+fn refused(refusal: Refusal, streaming: bool) -> Response {
+    if !streaming {
+        return run_failed(refusal.error).into_response();
+    }
+    let events = [
+        AgentEvent::Start {
+            run_id: etl_agent::run::new_run_id(),
+            session_id: refusal.session_id,
+            model: refusal.model,
+        },
+        AgentEvent::Error(refusal.error),
+    ];
+    let frames: Vec<Result<Event, Infallible>> = events.iter().map(|e| Ok(frame(e))).collect();
+    Sse::new(futures::stream::iter(frames)).into_response()
+}
+
 /// Builds the turn: the caller, the options (the body's, then the session's defaults), the
 /// session's history, and the user message stored before the run.
 async fn prepare(
@@ -185,6 +276,7 @@ async fn prepare(
     auth: &Auth,
     body: ChatBody,
     session: Option<Session>,
+    allowance: Allowance,
 ) -> Result<Turn, ApiError> {
     let mut options = RunOptions {
         system_prompt: body.system_prompt,
@@ -192,6 +284,7 @@ async fn prepare(
         max_tokens: body.max_tokens,
         temperature: body.temperature,
         model: body.model,
+        allowance,
         ..RunOptions::default()
     };
     let mut history = Vec::new();
@@ -236,8 +329,49 @@ async fn prepare(
             message: body.message,
             options,
         },
-        session,
+        after: AfterRun {
+            tenant: auth.key.tenant.clone(),
+            key_id: auth.key.id.clone(),
+            session,
+        },
     })
+}
+
+impl AfterRun {
+    /// Stores the run's messages in the session, then records what it used.
+    async fn keep(&self, state: &ApiState, outcome: &RunOutcome) {
+        if let Some(session) = &self.session {
+            session
+                .keep(outcome.messages.clone(), "the run's messages")
+                .await;
+        }
+        self.record_usage(state, outcome).await;
+    }
+
+    /// Keeps what a run used (runs that used nothing are not recorded). A failure is logged,
+    /// never turned into the answer, since the run itself already happened.
+    async fn record_usage(&self, state: &ApiState, outcome: &RunOutcome) {
+        let used = outcome.usage;
+        if used.total_tokens == 0 && used.tool_calls == 0 {
+            return;
+        }
+        let record = UsageRecord {
+            tenant: self.tenant.clone(),
+            key_id: self.key_id.clone(),
+            session_id: self.session.as_ref().map(|s| s.id.clone()),
+            run_id: outcome.run_id.clone(),
+            model: outcome.model.clone(),
+            input_tokens: used.input_tokens,
+            output_tokens: used.output_tokens,
+            tool_calls: used.tool_calls,
+            llm_calls: used.llm_calls,
+            cost_micros: outcome.cost_micros,
+            at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
+        };
+        if let Err(e) = state.chat().usage.record_usage(&record).await {
+            tracing::error!(run_id = %outcome.run_id, error = %e, "could not record the run's AI usage");
+        }
+    }
 }
 
 /// 404 `session_not_found` for an id that is unknown in the caller's tenant.
@@ -260,13 +394,10 @@ async fn answer(state: &ApiState, turn: Turn) -> Response {
     // The run and its bookkeeping live on their own task; if this handler is dropped (the
     // client left), the guard cancels the run and the task still stores what was said.
     let guard = cancel.clone().drop_guard();
+    let state = state.clone();
     let task = tokio::spawn(async move {
         let outcome = agent.chat(turn.request, cancel).await;
-        if let Some(session) = &turn.session {
-            session
-                .keep(outcome.messages.clone(), "the run's messages")
-                .await;
-        }
+        turn.after.keep(&state, &outcome).await;
         outcome
     });
     let outcome = task.await;
@@ -281,9 +412,14 @@ async fn answer(state: &ApiState, turn: Turn) -> Response {
 }
 
 /// A run that ended without an answer: 200 with `success: false` (the public API's
-/// application-level failure), its sentence and code.
-fn run_failed(e: etl_agent::run::RunError) -> axum::Json<Json> {
-    axum::Json(json!({"success": false, "error": e.error, "code": e.code}))
+/// application-level failure), its sentence and code (and for `cap_exceeded`, whose sentence
+/// is the public API's fixed one, `detail`: which cap and what to do).
+fn run_failed(e: RunError) -> axum::Json<Json> {
+    let mut body = json!({"success": false, "error": e.error, "code": e.code});
+    if let Some(detail) = e.detail {
+        body["detail"] = json!(detail);
+    }
+    axum::Json(body)
 }
 
 /// Runs a turn as server-sent events. A forwarding task reads the loop's events and writes
@@ -296,6 +432,8 @@ fn stream(state: &ApiState, turn: Turn) -> Response {
     let cancel = state.shutdown().child_token();
     let (tx, rx) = mpsc::channel::<Event>(64);
     let mut run = agent.stream(turn.request, cancel.clone());
+    let after = turn.after;
+    let state = state.clone();
     tokio::spawn(async move {
         let mut last = None;
         loop {
@@ -328,10 +466,8 @@ fn stream(state: &ApiState, turn: Turn) -> Response {
                 None
             }
         };
-        if let (Some(session), Some(outcome)) = (&turn.session, &outcome) {
-            session
-                .keep(outcome.messages.clone(), "the run's messages")
-                .await;
+        if let Some(outcome) = &outcome {
+            after.keep(&state, outcome).await;
         }
         let last = last.unwrap_or_else(|| {
             AgentEvent::Error(etl_agent::run::RunError::new(
@@ -369,8 +505,8 @@ fn frame(event: &AgentEvent) -> Event {
     responses(
         (status = 200, description = "`{success, response, tools_used, tool_calls, usage, model, \
             duration_ms, finish}`; a run that failed answers `success: false` with `error` and \
-            `code` (`llm_unavailable`, `canceled`)", content_type = "application/json"),
-        (status = 400, description = "Missing, empty or mistyped `message` or option", body = crate::ErrorBody),
+            `code` (`llm_unavailable`, `cap_exceeded` with `detail`, `canceled`)", content_type = "application/json"),
+        (status = 400, description = "Missing, empty or mistyped `message` or option, or a `model` this server does not offer", body = crate::ErrorBody),
         (status = 401, description = "No usable key", body = crate::ErrorBody),
         (status = 413, description = "Body or message over the limit", body = crate::ErrorBody),
         (status = 429, description = "Over the key's rate limit", body = crate::ErrorBody),
@@ -382,7 +518,12 @@ pub async fn chat(
     JsonBody(body): JsonBody<Json>,
 ) -> Result<Response, ApiError> {
     let body = ChatBody::parse(&body, state.config().max_message_bytes)?;
-    let turn = prepare(&state, &auth, body, None).await?;
+    check_model(&state, &body)?;
+    let allowance = match admit(&state, &auth, &body, None).await? {
+        Ok(allowance) => allowance,
+        Err(refusal) => return Ok(refused(refusal, false)),
+    };
+    let turn = prepare(&state, &auth, body, None, allowance).await?;
     Ok(answer(&state, turn).await)
 }
 
@@ -396,8 +537,8 @@ pub async fn chat(
     responses(
         (status = 200, description = "`text/event-stream`: `start`, then `token`, `tool_start`, \
             `tool_end`, `usage` as they happen, and last `done` (the /chat body) or `error` \
-            (`error`, `code`); `: keep-alive` every 15 s while idle", content_type = "text/event-stream"),
-        (status = 400, description = "Missing, empty or mistyped `message` or option", body = crate::ErrorBody),
+            (`error`, `code`, for `cap_exceeded` also `detail`); `: keep-alive` every 15 s while idle", content_type = "text/event-stream"),
+        (status = 400, description = "Missing, empty or mistyped `message` or option, or a `model` this server does not offer", body = crate::ErrorBody),
         (status = 401, description = "No usable key", body = crate::ErrorBody),
         (status = 413, description = "Body or message over the limit", body = crate::ErrorBody),
     )
@@ -408,7 +549,12 @@ pub async fn chat_stream(
     JsonBody(body): JsonBody<Json>,
 ) -> Result<Response, ApiError> {
     let body = ChatBody::parse(&body, state.config().max_message_bytes)?;
-    let turn = prepare(&state, &auth, body, None).await?;
+    check_model(&state, &body)?;
+    let allowance = match admit(&state, &auth, &body, None).await? {
+        Ok(allowance) => allowance,
+        Err(refusal) => return Ok(refused(refusal, true)),
+    };
+    let turn = prepare(&state, &auth, body, None, allowance).await?;
     Ok(stream(&state, turn))
 }
 
@@ -422,13 +568,18 @@ pub(crate) async fn session_chat(
     streaming: bool,
 ) -> Result<Response, ApiError> {
     let body = ChatBody::parse(body, state.config().max_message_bytes)?;
+    check_model(state, &body)?;
     let session = state
         .sessions()
         .get_session(&auth.key.tenant, id)
         .await
         .map_err(|e| ApiError::internal("reading the session", e))?
         .ok_or_else(|| session_not_found(id))?;
-    let turn = prepare(state, auth, body, Some(session)).await?;
+    let allowance = match admit(state, auth, &body, Some(&session.id)).await? {
+        Ok(allowance) => allowance,
+        Err(refusal) => return Ok(refused(refusal, streaming)),
+    };
+    let turn = prepare(state, auth, body, Some(session), allowance).await?;
     Ok(if streaming {
         stream(state, turn)
     } else {

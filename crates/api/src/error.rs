@@ -18,8 +18,8 @@ pub struct ErrorBody {
     pub error: String,
     /// A stable machine code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `session_not_found`, `tool_not_found`, `invalid_arguments`, `tool_failed`,
-    /// `payload_too_large`, `request_timeout`,
-    /// `rate_limited`, `unavailable`, `internal`.
+    /// `payload_too_large`, `request_timeout`, `rate_limited`, `unavailable`, `internal`; inside
+    /// an HTTP 200 chat answer also `llm_unavailable`, `cap_exceeded`, `canceled`.
     pub code: String,
 }
 

@@ -7,12 +7,13 @@
 //! ```no_run
 //! # async fn demo(tools: etl_agent::tools::ToolRegistry, library: std::sync::Arc<etl_agent::Library>,
 //! #               keys: std::sync::Arc<dyn etl_agent::keys::KeyStore>,
-//! #               sessions: std::sync::Arc<dyn etl_agent::sessions::SessionStore>) -> std::io::Result<()> {
+//! #               sessions: std::sync::Arc<dyn etl_agent::sessions::SessionStore>,
+//! #               usage: std::sync::Arc<dyn etl_agent::usage::UsageStore>) -> std::io::Result<()> {
 //! let agent = etl_agent::run::Agent::new(
 //!     std::sync::Arc::new(etl_agent::planner::Planner::new()),
 //!     tools.clone(),
 //! );
-//! let chat = etl_api::Chat { agent, sessions };
+//! let chat = etl_api::Chat::new(agent, sessions, usage);
 //! let state = etl_api::ApiState::new(tools, library, keys, chat, etl_api::ApiConfig::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let stop = tokio_util::sync::CancellationToken::new();
@@ -34,6 +35,7 @@ pub mod keys;
 pub mod serve;
 pub mod sessions;
 pub mod tools;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,6 +51,8 @@ use etl_agent::keys::KeyStore;
 use etl_agent::run::Agent;
 use etl_agent::sessions::SessionStore;
 use etl_agent::tools::ToolRegistry;
+use etl_agent::usage::{Caps, UsageStore};
+use etl_agent::watch::Watched;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -81,9 +85,6 @@ pub struct ApiConfig {
     pub max_sessions_per_tenant: u64,
     /// Largest chat `message` (and `system_prompt`), in bytes of UTF-8; over it, 413.
     pub max_message_bytes: usize,
-    /// Characters of a session's earlier messages sent to the model at most; the oldest whole
-    /// turns are left out first.
-    pub history_budget_chars: usize,
     /// Time a client has to send a whole request body once its headers arrived; over it, 408.
     pub read_timeout: std::time::Duration,
 }
@@ -92,14 +93,49 @@ pub struct ApiConfig {
 pub const DEFAULT_MAX_SESSIONS: u64 = 10_000;
 /// Default of [`ApiConfig::max_message_bytes`]: 64 KiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Default of [`ApiConfig::history_budget_chars`].
-pub const DEFAULT_HISTORY_BUDGET_CHARS: usize = 200_000;
-
-/// What chat needs: the agent loop (its model and tools) and where sessions live.
+/// What chat needs: the agent loop (its model and tools), where sessions and usage live, the
+/// model names a request may ask for, the usage caps and what `/health` says of the model.
 #[derive(Clone)]
 pub struct Chat {
     pub agent: Agent,
     pub sessions: Arc<dyn SessionStore>,
+    pub usage: Arc<dyn UsageStore>,
+    /// Checked before every run (and the remainder enforced during it).
+    pub caps: Caps,
+    pub llm: LlmInfo,
+}
+
+impl Chat {
+    /// Chat with no caps, the agent's model as the only one a request may name, reported as
+    /// the built-in planner.
+    pub fn new(agent: Agent, sessions: Arc<dyn SessionStore>, usage: Arc<dyn UsageStore>) -> Chat {
+        let name = agent.model().name().to_string();
+        Chat {
+            agent,
+            sessions,
+            usage,
+            caps: Caps::default(),
+            llm: LlmInfo {
+                provider: "builtin".into(),
+                base_url: None,
+                models: vec![name],
+                watch: None,
+            },
+        }
+    }
+}
+
+/// The model behind chat, as `/health` reports it and requests may name it.
+#[derive(Clone)]
+pub struct LlmInfo {
+    /// `builtin`, `openai` or `anthropic`.
+    pub provider: String,
+    /// The provider's base URL (without credentials), for a provider.
+    pub base_url: Option<String>,
+    /// The names a request's `model` may take; the first is the default.
+    pub models: Vec<String>,
+    /// The health gate in front of a provider (`None` for the built-in planner).
+    pub watch: Option<Arc<Watched>>,
 }
 
 impl Default for ApiConfig {
@@ -112,7 +148,6 @@ impl Default for ApiConfig {
             version: env!("CARGO_PKG_VERSION").to_string(),
             max_sessions_per_tenant: DEFAULT_MAX_SESSIONS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            history_budget_chars: DEFAULT_HISTORY_BUDGET_CHARS,
             read_timeout: serve::DEFAULT_READ_TIMEOUT,
         }
     }
@@ -187,6 +222,9 @@ impl ApiState {
     pub fn sessions(&self) -> &Arc<dyn SessionStore> {
         &self.inner.chat.sessions
     }
+    pub fn chat(&self) -> &Chat {
+        &self.inner.chat
+    }
     /// Cancel it when the server stops: chat runs are canceled and their streams end with an
     /// `error` event (what was said is kept in the session).
     pub fn shutdown(&self) -> &CancellationToken {
@@ -227,6 +265,7 @@ pub fn router(state: ApiState) -> Router {
             &path("/sessions/{id}/chat/stream"),
             post(sessions::chat_stream),
         )
+        .route(&path("/usage"), get(usage::report))
         .route(&path("/keys"), get(keys::list).post(keys::create))
         .route(&path("/keys/{id}"), axum::routing::delete(keys::revoke))
         .route(&path("/kb/documents"), get(kb::list))
@@ -310,14 +349,37 @@ async fn method_not_allowed(request: Request) -> ApiError {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub success: bool,
-    /// `ok` while the server answers.
+    /// `ok` while the server answers and its model can; `degraded` while the LLM provider is
+    /// unreachable (chat then answers `llm_unavailable`; everything else works).
     pub status: String,
     pub service: String,
     pub version: String,
-    /// The model behind chat (`builtin-planner` unless an LLM is configured).
+    /// The model behind chat (`built-in-planner` unless an LLM is configured).
     pub model: String,
     /// How many tools `GET /tools` lists.
     pub tools: usize,
+    pub llm: LlmHealth,
+}
+
+/// The model behind chat and whether it can answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LlmHealth {
+    /// `builtin`, `openai` or `anthropic`.
+    pub provider: String,
+    pub model: String,
+    /// The provider's base URL, for a provider.
+    pub base_url: Option<String>,
+    /// The names a request's `model` may take.
+    pub models: Vec<String>,
+    /// Whether the last check reached the provider (always true for the built-in planner).
+    pub reachable: bool,
+    /// When the provider was last checked (RFC 3339).
+    pub checked_at: Option<String>,
+    /// What the last check found: what was checked, or exactly what is wrong.
+    pub detail: String,
+    /// The last failed model call since start, and when.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
 }
 
 /// Liveness (no key needed).
@@ -328,13 +390,45 @@ pub struct Health {
     responses((status = 200, description = "The server is up", body = Health))
 )]
 pub async fn health(State(state): State<ApiState>) -> axum::Json<Health> {
+    let chat = state.chat();
+    let model = state.agent().model().name().to_string();
+    let time =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let llm = match &chat.llm.watch {
+        None => LlmHealth {
+            provider: chat.llm.provider.clone(),
+            model: model.clone(),
+            base_url: chat.llm.base_url.clone(),
+            models: chat.llm.models.clone(),
+            reachable: true,
+            checked_at: None,
+            detail: format!("{model} runs in this process and needs no connection"),
+            last_error: None,
+            last_error_at: None,
+        },
+        Some(watch) => {
+            let h = watch.health();
+            LlmHealth {
+                provider: chat.llm.provider.clone(),
+                model: model.clone(),
+                base_url: chat.llm.base_url.clone(),
+                models: chat.llm.models.clone(),
+                reachable: h.reachable,
+                checked_at: h.checked_at.map(time),
+                detail: h.detail,
+                last_error: h.last_error,
+                last_error_at: h.last_error_at.map(time),
+            }
+        }
+    };
     axum::Json(Health {
         success: true,
-        status: "ok".into(),
+        status: if llm.reachable { "ok" } else { "degraded" }.into(),
         service: "etlworks-agent".into(),
         version: state.config().version.clone(),
-        model: state.agent().model().name().to_string(),
+        model,
         tools: state.tools().tools().len(),
+        llm,
     })
 }
 
@@ -358,8 +452,8 @@ pub async fn openapi(State(state): State<ApiState>) -> Response {
     info(
         title = "etlworks-agent Agent API",
         description = "The self-hosted Agent API: chat (plain and streamed), chat \
-                       sessions, tools, key management and knowledge-base \
-                       documents. Every request under the base path sends \
+                       sessions, tools, key management, knowledge-base \
+                       documents and AI usage. Every request under the base path sends \
                        `Authorization: Bearer <key>`. Errors are always \
                        `{\"success\": false, \"error\", \"code\"}`. MCP is not served yet."
     ),
@@ -375,6 +469,7 @@ pub async fn openapi(State(state): State<ApiState>) -> Response {
         sessions::messages,
         sessions::chat,
         sessions::chat_stream,
+        usage::report,
         tools::list,
         tools::execute,
         keys::create,
@@ -392,6 +487,7 @@ pub async fn openapi(State(state): State<ApiState>) -> Response {
         (name = "tools", description = "The agent's tools, callable directly"),
         (name = "keys", description = "API keys of the caller's tenant (admin keys)"),
         (name = "knowledge base", description = "The tenant's own knowledge-base documents"),
+        (name = "usage", description = "AI usage of the caller's tenant (admin keys)"),
         (name = "service", description = "Health and this document"),
     )
 )]

@@ -402,7 +402,7 @@ pub async fn messages(
     request_body(content = Object, description = "As POST /chat"),
     responses(
         (status = 200, description = "As POST /chat, plus `session_id`", content_type = "application/json"),
-        (status = 400, description = "Missing, empty or mistyped `message` or option", body = ErrorBody),
+        (status = 400, description = "Missing, empty or mistyped `message` or option, or a `model` this server does not offer", body = ErrorBody),
         (status = 401, description = "No usable key", body = ErrorBody),
         (status = 404, description = "Unknown here (`session_not_found`)", body = ErrorBody),
         (status = 413, description = "Body or message over the limit", body = ErrorBody),
@@ -428,7 +428,7 @@ pub async fn chat(
     request_body(content = Object, description = "As POST /chat"),
     responses(
         (status = 200, description = "As POST /chat/stream; `start` carries the session id", content_type = "text/event-stream"),
-        (status = 400, description = "Missing, empty or mistyped `message` or option", body = ErrorBody),
+        (status = 400, description = "Missing, empty or mistyped `message` or option, or a `model` this server does not offer", body = ErrorBody),
         (status = 401, description = "No usable key", body = ErrorBody),
         (status = 404, description = "Unknown here (`session_not_found`)", body = ErrorBody),
         (status = 413, description = "Body or message over the limit", body = ErrorBody),

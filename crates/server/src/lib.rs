@@ -1,7 +1,10 @@
 //! Wiring shared by the binary and its end-to-end tests: settings, the connector registry,
-//! opening an engine (and the API keys in the same store) on a data directory, and the first
-//! admin key of `serve`. Not a general-purpose library.
+//! opening an engine (and the API keys, sessions and usage records in the same store) on a
+//! data directory, the model behind chat (`llm`: flags, environment and config file resolved
+//! into a provider, agent settings and usage caps), and the first admin key of `serve`. Not a
+//! general-purpose library.
 
+pub mod llm;
 mod settings;
 
 use std::sync::Arc;
@@ -74,8 +77,22 @@ pub struct App {
     pub keys: Arc<dyn etl_agent::keys::KeyStore>,
     /// Chat sessions, in the same metadata store.
     pub sessions: Arc<dyn etl_agent::sessions::SessionStore>,
-    /// The agent loop over the built-in planner and the tools.
+    /// AI usage records, in the same metadata store.
+    pub usage: Arc<dyn etl_agent::usage::UsageStore>,
+    /// The agent loop over the built-in planner and the tools; `serve` replaces it with
+    /// [`App::agent_for`] when an LLM is configured.
     pub agent: etl_agent::run::Agent,
+}
+
+impl App {
+    /// The agent loop over the chosen model, with its settings, and the same tools.
+    pub fn agent_for(&self, chosen: &llm::Chosen) -> etl_agent::run::Agent {
+        etl_agent::run::Agent::with_config(
+            chosen.model.clone(),
+            self.tools.clone(),
+            chosen.agent.clone(),
+        )
+    }
 }
 
 /// Opens the engine, brings the bundled documentation into the knowledge base (only changed
@@ -84,6 +101,7 @@ pub async fn open_app(settings: &Settings) -> Result<App> {
     let store = open_store(settings).await?;
     let keys: Arc<dyn etl_agent::keys::KeyStore> = Arc::new(store.clone());
     let sessions: Arc<dyn etl_agent::sessions::SessionStore> = Arc::new(store.clone());
+    let usage: Arc<dyn etl_agent::usage::UsageStore> = Arc::new(store.clone());
     let engine = engine_on(settings, store).await?;
     let kb_dir = settings.data_dir.join("kb");
     let kb = tokio::task::spawn_blocking(move || -> Result<etl_kb::KnowledgeBase> {
@@ -117,8 +135,14 @@ pub async fn open_app(settings: &Settings) -> Result<App> {
         Vec::new(),
     );
     // The built-in planner is the model until an LLM provider is configured.
-    let agent =
-        etl_agent::run::Agent::new(Arc::new(etl_agent::planner::Planner::new()), tools.clone());
+    let agent = etl_agent::run::Agent::with_config(
+        Arc::new(etl_agent::planner::Planner::new()),
+        tools.clone(),
+        etl_agent::run::AgentConfig {
+            context_tokens: Some(llm::DEFAULT_BUILTIN_CONTEXT),
+            ..etl_agent::run::AgentConfig::default()
+        },
+    );
     Ok(App {
         engine,
         library,
@@ -126,6 +150,7 @@ pub async fn open_app(settings: &Settings) -> Result<App> {
         tools,
         keys,
         sessions,
+        usage,
         agent,
     })
 }

@@ -44,6 +44,11 @@ struct Cli {
     )]
     log_format: String,
 
+    /// A config file (JSON) for the LLM provider, the price table and the usage caps; flags
+    /// and environment variables win over it. See docs/llm-providers.md.
+    #[arg(long, global = true, env = "ETLWORKS_AGENT_CONFIG")]
+    config: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -96,6 +101,138 @@ enum Command {
         #[arg(long, env = "ETLWORKS_AGENT_MAX_RUNS", default_value_t = 4)]
         max_runs: usize,
     },
+    /// Report AI usage (tokens, model and tool calls, cost) recorded by the server: totals, a
+    /// breakdown and the caps in force.
+    Usage(UsageArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct UsageArgs {
+    /// Only this tenant (default: every tenant).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only this API key's runs (its id, key_...).
+    #[arg(long)]
+    key: Option<String>,
+    /// Only this session's runs.
+    #[arg(long)]
+    session: Option<String>,
+    /// From this time on: RFC 3339, a UTC date (2026-11-01), today, month, or an age (7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Before this time, in the same forms.
+    #[arg(long)]
+    until: Option<String>,
+    /// Breakdown by tenant, key, model, session or day (default: key with --tenant, tenant
+    /// without).
+    #[arg(long)]
+    by: Option<String>,
+    /// Print the report as JSON (the same document GET /usage answers, without `success`).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    caps: CapArgs,
+}
+
+/// The model behind chat. See docs/llm-providers.md.
+#[derive(clap::Args, Debug)]
+struct LlmArgs {
+    /// builtin (the built-in planner, no LLM), openai (OpenAI or any OpenAI-compatible server:
+    /// Azure OpenAI, Ollama, vLLM, llama.cpp, LM Studio, Groq, OpenRouter) or anthropic.
+    #[arg(long = "llm", env = "ETLWORKS_AGENT_LLM")]
+    provider: Option<String>,
+    /// The provider's API root, e.g. http://localhost:11434/v1 for Ollama (default: OpenAI's
+    /// or Anthropic's).
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_BASE_URL")]
+    llm_base_url: Option<String>,
+    /// The model, e.g. gpt-4o-mini, llama3.1:8b, claude-sonnet-4-5.
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_MODEL")]
+    llm_model: Option<String>,
+    /// The environment variable holding the API key (default OPENAI_API_KEY or
+    /// ANTHROPIC_API_KEY).
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_API_KEY_ENV")]
+    llm_api_key_env: Option<String>,
+    /// Other model names a request's `model` may ask for, comma-separated.
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_MODELS", value_delimiter = ',')]
+    llm_models: Option<Vec<String>>,
+    /// The model's context window in tokens: older turns of a session are left out to fit
+    /// (default 128000 for openai, 200000 for anthropic).
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_CONTEXT_TOKENS")]
+    llm_context_tokens: Option<u64>,
+    /// Model calls per message, at most (default 8).
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_MAX_TURNS")]
+    llm_max_turns: Option<usize>,
+    /// Characters of a tool result the model reads; longer ones are cut (default 20000).
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_TOOL_RESULT_CHARS")]
+    llm_tool_result_chars: Option<usize>,
+    /// Seconds of silence from the provider before its answer is abandoned (default 120).
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_IDLE_TIMEOUT")]
+    llm_idle_timeout: Option<f64>,
+    /// Seconds to connect to the provider (default 10).
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_CONNECT_TIMEOUT")]
+    llm_connect_timeout: Option<f64>,
+    /// Attempts per provider request, retries included (default 4; 1 turns retries off).
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_MAX_ATTEMPTS")]
+    llm_max_attempts: Option<u32>,
+    /// Azure OpenAI's api-version, e.g. 2024-10-21 (with --llm openai and a deployment URL).
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_AZURE_API_VERSION")]
+    llm_azure_api_version: Option<String>,
+    /// A file whose text replaces the built-in system prompt.
+    #[arg(long, env = "ETLWORKS_AGENT_LLM_SYSTEM_PROMPT_FILE")]
+    llm_system_prompt_file: Option<std::path::PathBuf>,
+}
+
+impl LlmArgs {
+    fn options(&self) -> etlworks_agent::llm::LlmOptions {
+        etlworks_agent::llm::LlmOptions {
+            provider: self.provider.clone(),
+            base_url: self.llm_base_url.clone(),
+            model: self.llm_model.clone(),
+            api_key_env: self.llm_api_key_env.clone(),
+            models: self.llm_models.clone(),
+            context_tokens: self.llm_context_tokens,
+            max_turns: self.llm_max_turns,
+            tool_result_chars: self.llm_tool_result_chars,
+            idle_timeout: self.llm_idle_timeout,
+            connect_timeout: self.llm_connect_timeout,
+            max_attempts: self.llm_max_attempts,
+            azure_api_version: self.llm_azure_api_version.clone(),
+            system_prompt_file: self.llm_system_prompt_file.clone(),
+        }
+    }
+}
+
+/// AI usage caps (the config file can also set them per tenant and per key).
+#[derive(clap::Args, Debug)]
+struct CapArgs {
+    /// Tokens (input + output) each tenant may use per period; over it, chat answers
+    /// cap_exceeded.
+    #[arg(long, env = "ETLWORKS_AGENT_TENANT_CAP_TOKENS")]
+    tenant_cap_tokens: Option<u64>,
+    /// US dollars each tenant may spend per period (priced by the config file's table).
+    #[arg(long, env = "ETLWORKS_AGENT_TENANT_CAP_COST")]
+    tenant_cap_cost: Option<f64>,
+    /// Tokens each API key may use per period.
+    #[arg(long, env = "ETLWORKS_AGENT_KEY_CAP_TOKENS")]
+    key_cap_tokens: Option<u64>,
+    /// US dollars each API key may spend per period.
+    #[arg(long, env = "ETLWORKS_AGENT_KEY_CAP_COST")]
+    key_cap_cost: Option<f64>,
+    /// The caps' period: day or month (from 00:00 UTC; default month).
+    #[arg(long, env = "ETLWORKS_AGENT_CAP_PERIOD")]
+    cap_period: Option<String>,
+}
+
+impl CapArgs {
+    fn options(&self) -> etlworks_agent::llm::CapOptions {
+        etlworks_agent::llm::CapOptions {
+            tenant_cap_tokens: self.tenant_cap_tokens,
+            tenant_cap_cost: self.tenant_cap_cost,
+            key_cap_tokens: self.key_cap_tokens,
+            key_cap_cost: self.key_cap_cost,
+            cap_period: self.cap_period.clone(),
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -128,6 +265,10 @@ struct ServeArgs {
     /// Connections open at once, at most; more clients wait until others close.
     #[arg(long, env = "ETLWORKS_AGENT_MAX_CONNECTIONS", default_value_t = etl_api::serve::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    #[command(flatten)]
+    llm: LlmArgs,
+    #[command(flatten)]
+    caps: CapArgs,
     /// Benchmarks only: also serve `GET /hello` (plain "Hello, World!", no key, no
     /// middleware), the ceiling the API's routes are measured against in the same process.
     #[arg(long, hide = true)]
@@ -293,7 +434,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let app = open_app(&settings).await?;
             kb_command(&app, &tenant, action, json)
         }
-        Command::Serve(args) => serve(cli.data_dir, args).await,
+        Command::Serve(args) => serve(cli.data_dir, cli.config.as_deref(), args).await,
+        Command::Usage(args) => {
+            let settings = Settings::resolve(cli.data_dir, 1)?;
+            let store = open_store(&settings).await?;
+            let result = usage_command(&store, cli.config.as_deref(), args).await;
+            store.close().await;
+            result
+        }
         Command::Keys { action, json } => {
             let settings = Settings::resolve(cli.data_dir, 1)?;
             let store = open_store(&settings).await?;
@@ -323,9 +471,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The config file's settings, or none.
+fn config_file(path: Option<&std::path::Path>) -> Result<etlworks_agent::llm::ConfigFile> {
+    match path {
+        Some(path) => etlworks_agent::llm::load_config(path),
+        None => Ok(Default::default()),
+    }
+}
+
 /// `etlworks-agent serve`: the API, the scheduler and the engine in one process, until a signal.
-async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode> {
+async fn serve(
+    data_dir: std::path::PathBuf,
+    config: Option<&std::path::Path>,
+    args: ServeArgs,
+) -> Result<ExitCode> {
     let settings = Settings::resolve(data_dir, args.max_runs)?;
+    // Settings first: a wrong one stops the start before anything is opened.
+    let chosen = etlworks_agent::llm::choose(
+        &args.llm.options(),
+        &args.caps.options(),
+        &config_file(config)?,
+        &|name| std::env::var(name).ok(),
+    )?;
     if args.body_limit < 1024 {
         anyhow::bail!(
             "--body-limit must be at least 1024 bytes, got {}",
@@ -380,14 +547,24 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
         version: env!("CARGO_PKG_VERSION").to_string(),
         ..etl_api::ApiConfig::default()
     };
+    let model_line = check_model(&chosen).await;
+    let mut chat = etl_api::Chat::new(
+        app.agent_for(&chosen),
+        app.sessions.clone(),
+        app.usage.clone(),
+    );
+    chat.caps = chosen.caps.clone();
+    chat.llm = etl_api::LlmInfo {
+        provider: chosen.provider.as_str().to_string(),
+        base_url: chosen.base_url.clone(),
+        models: chosen.models.clone(),
+        watch: chosen.watch.clone(),
+    };
     let state = etl_api::ApiState::new(
         app.tools.clone(),
         app.library.clone(),
         app.keys.clone(),
-        etl_api::Chat {
-            agent: app.agent.clone(),
-            sessions: app.sessions.clone(),
-        },
+        chat,
         config,
     );
     let stop_chats = state.shutdown().clone();
@@ -397,7 +574,17 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
         let stop = stop_scheduler.clone();
         async move { engine.run_scheduler(stop).await }
     });
+    let stop_recheck = CancellationToken::new();
+    if let Some(watch) = chosen.watch.clone() {
+        let stop = stop_recheck.clone();
+        tokio::spawn(async move {
+            watch
+                .recheck(etlworks_agent::llm::CHECK_TIMEOUT, stop)
+                .await
+        });
+    }
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving the Agent API");
+    println!("{model_line}");
     println!(
         "etlworks-agent {} listening on http://{address}{}",
         env!("CARGO_PKG_VERSION"),
@@ -436,11 +623,187 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> Result<ExitCode
         }
         Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
     }
+    stop_recheck.cancel();
     stop_scheduler.cancel();
     let _ = scheduler.await;
     app.engine.shutdown(Duration::from_secs(30)).await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs the chosen model and what the operator should know, runs the provider's start-up check
+/// and answers the line `serve` prints about it. A provider that fails the check leaves the
+/// server degraded (chat answers `llm_unavailable` until a re-check succeeds), never stopped.
+async fn check_model(chosen: &etlworks_agent::llm::Chosen) -> String {
+    for note in &chosen.notes {
+        tracing::warn!("{note}");
+    }
+    let name = chosen.model.name().to_string();
+    let provider = chosen.provider.as_str();
+    let url = chosen.base_url.as_deref().unwrap_or("-");
+    let Some(watch) = &chosen.watch else {
+        tracing::info!(model = %name, "chat runs on the built-in planner (no LLM)");
+        return format!(
+            "model: {name} (no LLM; start with --llm openai or --llm anthropic to use one)"
+        );
+    };
+    match watch.check(etlworks_agent::llm::CHECK_TIMEOUT).await {
+        Ok(detail) => {
+            tracing::info!(provider, model = %name, base_url = url, %detail, "the LLM is reachable");
+            format!("model: {name} ({provider} at {url}): {detail}")
+        }
+        Err(cause) => {
+            tracing::error!(
+                provider,
+                model = %name,
+                base_url = url,
+                %cause,
+                "the LLM is unreachable; chat answers llm_unavailable until it is back"
+            );
+            format!(
+                "LLM UNAVAILABLE: {provider} model {name} at {url}: {cause}\n\
+                 Serving anyway: chat answers llm_unavailable until the provider is reachable \
+                 (checked again every {} s); GET /health shows the cause.",
+                etlworks_agent::llm::RECHECK_EVERY.as_secs()
+            )
+        }
+    }
+}
+
+/// `etlworks-agent usage`: the report on standard output; exit 0.
+async fn usage_command(
+    store: &etl_store::SqliteStore,
+    config: Option<&std::path::Path>,
+    args: UsageArgs,
+) -> Result<ExitCode> {
+    use etl_agent::usage::{self, GroupBy, UsageFilter};
+    let now = chrono::Utc::now();
+    let caps = etlworks_agent::llm::resolve_caps(&args.caps.options(), &config_file(config)?.caps)?;
+    let time = |flag: &str, v: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        v.as_deref()
+            .map(|t| usage::parse_time(t, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+            .transpose()
+    };
+    let filter = UsageFilter {
+        tenant: args.tenant.clone(),
+        key_id: args.key.clone(),
+        session_id: args.session.clone(),
+        since: time("since", &args.since)?,
+        until: time("until", &args.until)?,
+    };
+    let by = match args.by.as_deref() {
+        Some(text) => GroupBy::parse(text).map_err(|e| anyhow::anyhow!("--by: {e}"))?,
+        None if filter.tenant.is_some() => GroupBy::Key,
+        None => GroupBy::Tenant,
+    };
+    let report = usage::report(store, &filter, by, &caps, now).await?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)?
+    } else {
+        render_usage(&report)
+    };
+    if let Err(e) = emit(true, &text)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e).context("writing the output");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The usage report as text: what was reported, the totals, the breakdown, the caps.
+fn render_usage(r: &etl_agent::usage::UsageReport) -> String {
+    let mut out = String::new();
+    let scope = match (&r.tenant, &r.key_id, &r.session_id) {
+        (None, _, _) => "every tenant".to_string(),
+        (Some(t), None, None) => format!("tenant '{t}'"),
+        (Some(t), k, s) => {
+            let mut x = format!("tenant '{t}'");
+            if let Some(k) = k {
+                x.push_str(&format!(", key {k}"));
+            }
+            if let Some(s) = s {
+                x.push_str(&format!(", session {s}"));
+            }
+            x
+        }
+    };
+    let window = match (r.since, r.until) {
+        (None, None) => "all time".to_string(),
+        (Some(s), None) => format!("since {}", short_time(Some(s))),
+        (None, Some(u)) => format!("before {}", short_time(Some(u))),
+        (Some(s), Some(u)) => format!("{} to {}", short_time(Some(s)), short_time(Some(u))),
+    };
+    out.push_str(&format!("AI usage of {scope}, {window}\n\n"));
+    let header = [
+        r.group_by.as_str(),
+        "runs",
+        "input",
+        "output",
+        "total tokens",
+        "tool calls",
+        "model calls",
+        "cost (USD)",
+    ];
+    let row = |label: &str, t: &etl_agent::usage::ReportTotals| -> Vec<String> {
+        vec![
+            label.to_string(),
+            t.runs.to_string(),
+            t.input_tokens.to_string(),
+            t.output_tokens.to_string(),
+            t.total_tokens.to_string(),
+            t.tool_calls.to_string(),
+            t.llm_calls.to_string(),
+            format!("{:.6}", t.cost),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for g in &r.groups {
+        let label = if g.value.is_empty() {
+            "(none)"
+        } else {
+            &g.value
+        };
+        rows.push(row(label, &g.totals));
+    }
+    rows.push(row("TOTAL", &r.totals));
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for cells in &rows {
+        let line: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 0 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    for cap in &r.caps {
+        let mut limits = Vec::new();
+        if let Some(t) = cap.tokens_cap {
+            limits.push(format!("{} of {t} tokens", cap.tokens_used));
+        }
+        if let Some(c) = cap.cost_cap {
+            limits.push(format!("${:.6} of ${c:.6}", cap.cost_used));
+        }
+        out.push_str(&format!(
+            "\ncap of {} {}: {} this {} (since {}, resets {}){}",
+            cap.scope,
+            cap.id,
+            limits.join(", "),
+            cap.period.as_str(),
+            short_time(Some(cap.since)),
+            short_time(Some(cap.resets_at)),
+            if cap.exceeded { ": EXCEEDED" } else { "" }
+        ));
+    }
+    out.trim_end().to_string()
 }
 
 /// `etlworks-agent keys ...`: exit 0 when done, 1 when the key to revoke does not exist.
