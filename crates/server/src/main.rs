@@ -13,13 +13,20 @@ use tokio_util::sync::CancellationToken;
 
 use etlworks_agent::{Settings, open_app, open_engine, open_store};
 
+mod client;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "etlworks-agent",
     version,
-    about = "A self-hosted data-integration agent server: connections, flows, schedules and the host CLI language."
+    about = "A self-hosted data-integration agent server: connections, flows, schedules and the host CLI language.",
+    after_help = client::ENVIRONMENT_HELP
 )]
 struct Cli {
+    /// Print JSON instead of text (also accepted after the command).
+    #[arg(long)]
+    json: bool,
+
     /// The data directory: metadata database, secret key, the built-in warehouse.
     #[arg(
         long,
@@ -55,6 +62,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    #[command(flatten)]
+    Client(client::ClientCommand),
     /// Run host-language statements against the data directory, e.g.
     /// `etlworks-agent host "list connections; list flows"`. Use `-` to read the script from stdin.
     Host {
@@ -373,11 +382,13 @@ fn init_logging(filter: &str, json: bool) {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Client(command) => Ok(client::run(command, cli.json).await),
         Command::Host {
             script,
             json,
             max_runs,
         } => {
+            let json = json || cli.json;
             let settings = Settings::resolve(cli.data_dir, max_runs)?;
             let script = if script == "-" {
                 let mut s = String::new();
@@ -432,7 +443,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let settings = Settings::resolve(cli.data_dir, 1)?;
             let app = open_app(&settings).await?;
-            kb_command(&app, &tenant, action, json)
+            kb_command(&app, &tenant, action, json || cli.json)
         }
         Command::Serve(args) => serve(cli.data_dir, cli.config.as_deref(), args).await,
         Command::Usage(args) => {
@@ -445,7 +456,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keys { action, json } => {
             let settings = Settings::resolve(cli.data_dir, 1)?;
             let store = open_store(&settings).await?;
-            let result = keys_command(&store, action, json).await;
+            let result = keys_command(&store, action, json || cli.json).await;
             store.close().await;
             result
         }
