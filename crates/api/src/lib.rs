@@ -28,6 +28,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod downloads;
 pub mod error;
 pub mod kb;
 pub mod key_cache;
@@ -246,6 +247,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route(&path("/health"), get(health))
+        .route(downloads::PYTHON_CLIENT_PATH, get(downloads::python_client))
         .route(&path("/openapi.json"), get(openapi))
         .route(&path("/tools"), get(tools::list))
         .route(&path("/tools/{name}/execute"), post(tools::execute))
@@ -460,6 +462,7 @@ pub async fn openapi(State(state): State<ApiState>) -> Response {
     paths(
         health,
         openapi,
+        downloads::python_client,
         chat::chat,
         chat::chat_stream,
         sessions::create,
