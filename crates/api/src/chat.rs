@@ -587,6 +587,72 @@ pub(crate) async fn session_chat(
     })
 }
 
+/// A turn for the front ends beside `/chat` (MCP's `etlworks_assistant`, the OpenAI-compatible
+/// endpoint): the same checks (model, gate, caps), preparation and bookkeeping after the run
+/// (session, usage) as `/chat`, with the loop's events handed to the caller, who must read
+/// them to the end (dropping them cancels the run, as does `cancel`, which should be a child
+/// of [`ApiState::shutdown`]). The outcome resolves once the run is kept. `history`, when
+/// given, replaces the session's (OpenAI clients send the whole conversation every time). A
+/// turn refused before it starts (model unreachable, cap spent) is a stream of `start` and
+/// `error` whose outcome carries the same error.
+pub(crate) async fn start_turn(
+    state: &ApiState,
+    auth: &Auth,
+    body: ChatBody,
+    session: Option<Session>,
+    history: Option<Vec<Message>>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<etl_agent::run::RunStream, ApiError> {
+    check_model(state, &body)?;
+    let session_id = session.as_ref().map(|s| s.id.clone());
+    let allowance = match admit(state, auth, &body, session_id.as_deref()).await? {
+        Ok(allowance) => allowance,
+        Err(refusal) => {
+            let run_id = etl_agent::run::new_run_id();
+            let (tx, events) = mpsc::channel(2);
+            let _ = tx.try_send(AgentEvent::Start {
+                run_id: run_id.clone(),
+                session_id: refusal.session_id,
+                model: refusal.model.clone(),
+            });
+            let _ = tx.try_send(AgentEvent::Error(refusal.error.clone()));
+            let outcome = RunOutcome {
+                run_id,
+                result: Err(refusal.error),
+                messages: Vec::new(),
+                response: String::new(),
+                usage: Default::default(),
+                model: refusal.model,
+                cost_micros: 0,
+            };
+            return Ok(etl_agent::run::RunStream {
+                events,
+                outcome: tokio::spawn(async move { outcome }),
+            });
+        }
+    };
+    let mut turn = prepare(state, auth, body, session, allowance).await?;
+    if let Some(history) = history {
+        turn.request.history = history;
+    }
+    let run = state.agent().stream(turn.request, cancel);
+    let (state, after, running) = (state.clone(), turn.after, run.outcome);
+    let outcome = tokio::spawn(async move {
+        match running.await {
+            Ok(outcome) => {
+                after.keep(&state, &outcome).await;
+                outcome
+            }
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("the agent run was aborted: {e}"),
+        }
+    });
+    Ok(etl_agent::run::RunStream {
+        events: run.events,
+        outcome,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,8 @@
 //!
 //! Every answer carries `x-request-id` (the client's, when it sent a sane one), and every
 //! request is logged in a tracing span with that id. Every error, whatever its status, is the
-//! body [`error::ErrorBody`]. MCP is not served yet.
+//! body [`error::ErrorBody`]. MCP is served at [`mcp::MCP_PATH`] and an OpenAI-compatible
+//! endpoint under `/v1` ([`openai_compat`]), with the same keys.
 
 pub mod auth;
 pub mod chat;
@@ -33,6 +34,8 @@ pub mod error;
 pub mod kb;
 pub mod key_cache;
 pub mod keys;
+pub mod mcp;
+pub mod openai_compat;
 pub mod serve;
 pub mod sessions;
 pub mod tools;
@@ -88,6 +91,9 @@ pub struct ApiConfig {
     pub max_message_bytes: usize,
     /// Time a client has to send a whole request body once its headers arrived; over it, 408.
     pub read_timeout: std::time::Duration,
+    /// Host names (or `host:port`) MCP accepts in the `Host` header; `*` accepts any. See
+    /// [`mcp::default_allowed_hosts`].
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 /// Default of [`ApiConfig::max_sessions_per_tenant`].
@@ -150,6 +156,7 @@ impl Default for ApiConfig {
             max_sessions_per_tenant: DEFAULT_MAX_SESSIONS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             read_timeout: serve::DEFAULT_READ_TIMEOUT,
+            mcp_allowed_hosts: mcp::default_allowed_hosts(),
         }
     }
 }
@@ -277,6 +284,8 @@ pub fn router(state: ApiState) -> Router {
                 .layer(DefaultBodyLimit::max(document_limit))
                 .delete(kb::remove),
         )
+        .merge(mcp::routes(&state))
+        .merge(openai_compat::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -318,17 +327,6 @@ async fn request_context(request: Request, next: Next) -> Response {
 }
 
 async fn not_found(request: Request) -> ApiError {
-    let path = request.uri().path();
-    if path.starts_with("/rest/v1/ai-agent/mcp") {
-        return ApiError::not_found(
-            "not_found",
-            format!(
-                "{path} is not served yet: MCP arrives later; until then use POST \
-                 {BASE_PATH}/chat or call the tools directly with POST \
-                 {BASE_PATH}/tools/{{name}}/execute"
-            ),
-        );
-    }
     ApiError::not_found(
         "not_found",
         format!(
@@ -457,7 +455,9 @@ pub async fn openapi(State(state): State<ApiState>) -> Response {
                        sessions, tools, key management, knowledge-base \
                        documents and AI usage. Every request under the base path sends \
                        `Authorization: Bearer <key>`. Errors are always \
-                       `{\"success\": false, \"error\", \"code\"}`. MCP is not served yet."
+                       `{\"success\": false, \"error\", \"code\"}`. MCP (Streamable HTTP) is \
+                       served at /rest/v1/ai-agent/mcp and an OpenAI-compatible \
+                       endpoint at /v1/models and /v1/chat/completions."
     ),
     paths(
         health,

@@ -4,7 +4,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use etl_agent::tools::{CallError, agent_caller};
+use etl_agent::tools::{CallError, Execution, agent_caller};
 use serde::Serialize;
 use serde_json::Value as Json;
 use utoipa::ToSchema;
@@ -116,25 +116,40 @@ pub async fn execute(
     JsonBody(args): JsonBody<Json>,
 ) -> Result<axum::Json<ToolExecution>, ApiError> {
     let Path(name) = name.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let caller = agent_caller(&auth.key.tenant, &auth.key.name, auth.key.role);
-    let run = state
-        .tools()
-        .call(&caller, &name, &args)
+    let run = run_tool(&state, &auth, &name, &args)
         .await
         .map_err(|e| match e {
             CallError::UnknownTool(m) => ApiError::not_found("tool_not_found", m),
             CallError::InvalidArguments(m) => ApiError::invalid_arguments(m),
             CallError::Forbidden(m) => ApiError::forbidden(m),
         })?;
-    let outcome = run.outcome;
-    let failed = !outcome.success;
+    Ok(axum::Json(execution(name, run)))
+}
+
+/// Runs one tool as the key's caller: the one path of every direct tool call (this endpoint
+/// and MCP's `tools/call`), so whatever a call must pass or record is done once, here.
+pub(crate) async fn run_tool(
+    state: &ApiState,
+    auth: &Auth,
+    name: &str,
+    args: &Json,
+) -> Result<Execution, CallError> {
+    let caller = agent_caller(&auth.key.tenant, &auth.key.name, auth.key.role);
+    let run = state.tools().call(&caller, name, args).await?;
     tracing::info!(
         tool = %name,
-        success = outcome.success,
+        success = run.outcome.success,
         duration_ms = run.duration_ms,
         "tool executed"
     );
-    Ok(axum::Json(ToolExecution {
+    Ok(run)
+}
+
+/// The answer body of a tool that ran.
+pub(crate) fn execution(name: String, run: Execution) -> ToolExecution {
+    let outcome = run.outcome;
+    let failed = !outcome.success;
+    ToolExecution {
         success: outcome.success,
         tool: name,
         error: failed.then(|| outcome.result.clone()),
@@ -142,5 +157,5 @@ pub async fn execute(
         result: outcome.result,
         data: outcome.data,
         duration_ms: run.duration_ms,
-    }))
+    }
 }

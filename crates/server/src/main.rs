@@ -274,6 +274,11 @@ struct ServeArgs {
     /// Connections open at once, at most; more clients wait until others close.
     #[arg(long, env = "ETLWORKS_AGENT_MAX_CONNECTIONS", default_value_t = etl_api::serve::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Host names MCP accepts in the Host header (protection against DNS rebinding),
+    /// comma-separated, e.g. agent.example.com,10.0.0.5; '*' accepts any. Default: localhost,
+    /// 127.0.0.1, ::1 and the host of --bind.
+    #[arg(long, env = "ETLWORKS_AGENT_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    mcp_allowed_hosts: Vec<String>,
     #[command(flatten)]
     llm: LlmArgs,
     #[command(flatten)]
@@ -556,6 +561,7 @@ async fn serve(
         max_message_bytes: args.max_message_bytes.max(1),
         read_timeout,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        mcp_allowed_hosts: etl_api::mcp::allowed_hosts(&args.mcp_allowed_hosts, &args.bind),
         ..etl_api::ApiConfig::default()
     };
     let model_line = check_model(&chosen).await;
