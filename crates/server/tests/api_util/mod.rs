@@ -31,6 +31,11 @@ pub struct Server {
 impl Server {
     /// Starts `serve` on `data_dir` with extra flags; waits until it listens (60 s at most).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, extra, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables for the process.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         etl_http::ensure_crypto_provider();
         let log = data_dir.with_extension(format!("{}.log", std::process::id()));
         let log_file = std::fs::OpenOptions::new()
@@ -44,6 +49,7 @@ impl Server {
             .args(["--log", "info", "serve", "--bind", "127.0.0.1:0"])
             .args(extra)
             .env_remove("ETLWORKS_AGENT_SECRET_KEY")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
