@@ -95,7 +95,7 @@ enum Command {
     },
     /// Serve the Agent API over HTTP, with the scheduler, until Ctrl-C or SIGTERM. On the very
     /// first start it creates an admin key and writes it to <data-dir>/admin.key.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage the API keys of the Agent API (the same keys the server checks).
     Keys {
         #[command(subcommand)]
@@ -450,7 +450,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let app = open_app(&settings).await?;
             kb_command(&app, &tenant, action, json || cli.json)
         }
-        Command::Serve(args) => serve(cli.data_dir, cli.config.as_deref(), args).await,
+        Command::Serve(args) => serve(cli.data_dir, cli.config.as_deref(), *args).await,
         Command::Usage(args) => {
             let settings = Settings::resolve(cli.data_dir, 1)?;
             let store = open_store(&settings).await?;
