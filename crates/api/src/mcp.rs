@@ -82,19 +82,26 @@ pub fn default_allowed_hosts() -> Vec<String> {
         .collect()
 }
 
-/// The hosts MCP accepts: `configured` (`serve --mcp-allowed-hosts`) when given, otherwise the
-/// loopback names and the host of `bind` unless it is a wildcard address (0.0.0.0, ::), whose
-/// names only the operator knows.
+/// The hosts MCP accepts: the loopback names, then `configured` (`serve --mcp-allowed-hosts`)
+/// when given, otherwise the host of `bind` unless it is a wildcard address (0.0.0.0, ::),
+/// whose names only the operator knows. Loopback names are always safe: a DNS-rebinding page
+/// reaches the server under its own name, never as localhost.
 pub fn allowed_hosts(configured: &[String], bind: &str) -> Vec<String> {
-    let configured: Vec<String> = configured
+    let mut hosts = default_allowed_hosts();
+    let mut add = |host: &str| {
+        if !host.is_empty() && !hosts.iter().any(|h| h == host) {
+            hosts.push(host.to_string());
+        }
+    };
+    let configured: Vec<&str> = configured
         .iter()
-        .map(|h| h.trim().to_string())
+        .map(|h| h.trim())
         .filter(|h| !h.is_empty())
         .collect();
     if !configured.is_empty() {
-        return configured;
+        configured.into_iter().for_each(add);
+        return hosts;
     }
-    let mut hosts = default_allowed_hosts();
     let host = match bind.rsplit_once(':') {
         Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
         _ => bind,
@@ -103,8 +110,8 @@ pub fn allowed_hosts(configured: &[String], bind: &str) -> Vec<String> {
     let wildcard = host
         .parse::<std::net::IpAddr>()
         .is_ok_and(|ip| ip.is_unspecified());
-    if !host.is_empty() && !wildcard && !hosts.iter().any(|h| h == host) {
-        hosts.push(host.to_string());
+    if !wildcard {
+        add(host);
     }
     hosts
 }
@@ -808,12 +815,14 @@ mod tests {
         let mut with_ip = loopback.clone();
         with_ip.push("10.1.2.3".into());
         assert_eq!(allowed_hosts(&[], "10.1.2.3:8080"), with_ip);
+        let mut named = loopback.clone();
+        named.push("agent.example.com".into());
         assert_eq!(
             allowed_hosts(
                 &[" agent.example.com ".into(), String::new()],
                 "10.1.2.3:80"
             ),
-            vec!["agent.example.com".to_string()]
+            named
         );
     }
 

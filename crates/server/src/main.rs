@@ -274,9 +274,9 @@ struct ServeArgs {
     /// Connections open at once, at most; more clients wait until others close.
     #[arg(long, env = "ETLWORKS_AGENT_MAX_CONNECTIONS", default_value_t = etl_api::serve::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
-    /// Host names MCP accepts in the Host header (protection against DNS rebinding),
-    /// comma-separated, e.g. agent.example.com,10.0.0.5; '*' accepts any. Default: localhost,
-    /// 127.0.0.1, ::1 and the host of --bind.
+    /// Host names MCP accepts in the Host header besides localhost, 127.0.0.1 and ::1
+    /// (protection against DNS rebinding), comma-separated, e.g. agent.example.com,10.0.0.5;
+    /// '*' accepts any. Default: the host of --bind.
     #[arg(long, env = "ETLWORKS_AGENT_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
     mcp_allowed_hosts: Vec<String>,
     #[command(flatten)]
