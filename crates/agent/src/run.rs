@@ -741,7 +741,8 @@ impl Running {
         self.messages.push(message);
     }
 
-    /// One model call: streams its text, collects its tool calls, adds its usage.
+    /// One model call: streams its text, collects its tool calls, adds its usage (the model's
+    /// own figures; counted with the tokenizer when a finished answer reported none).
     async fn ask(&mut self, model: &dyn Model, request: Request) -> Answer {
         self.usage.llm_calls += 1;
         let mut answer = Answer {
@@ -755,7 +756,7 @@ impl Running {
             biased;
             _ = self.cancel.cancelled() => Err(LlmError::Canceled),
             _ = reader_gone(self.events.as_ref()) => Err(LlmError::Canceled),
-            opened = model.stream(request, self.cancel.clone()) => opened,
+            opened = model.stream(request.clone(), self.cancel.clone()) => opened,
         };
         let mut stream = match opened {
             Ok(stream) => stream,
@@ -765,6 +766,7 @@ impl Running {
             }
         };
         let mut finished = false;
+        let mut reported = false;
         while !finished {
             let next = tokio::select! {
                 biased;
@@ -788,6 +790,7 @@ impl Running {
                 }
                 Some(Ok(Event::ToolCall(call))) => answer.calls.push(call),
                 Some(Ok(Event::Usage(u))) => {
+                    reported = true;
                     self.usage.input_tokens += u.input_tokens;
                     self.usage.output_tokens += u.output_tokens;
                     self.usage.total_tokens += u.input_tokens + u.output_tokens;
@@ -804,6 +807,18 @@ impl Running {
                 // asked for is complete as far as anyone can tell.
                 None => finished = true,
             }
+        }
+        if !reported {
+            let input = tokens::request(&request.messages, &request.tools);
+            let output = tokens::count(&answer.text)
+                + answer
+                    .calls
+                    .iter()
+                    .map(|c| tokens::count(&c.name) + tokens::count(&c.arguments.to_string()))
+                    .sum::<u64>();
+            self.usage.input_tokens += input;
+            self.usage.output_tokens += output;
+            self.usage.total_tokens += input + output;
         }
         answer
     }

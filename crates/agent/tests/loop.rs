@@ -834,3 +834,145 @@ async fn a_cut_or_refused_answer_says_why_it_ended() {
         assert_eq!(outcome.messages.len(), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_reports_no_usage_is_counted_with_the_tokenizer() {
+    let (_dir, app) = app().await;
+    let model = Scripted::new(vec![vec![
+        Step::Say("Counted by us."),
+        Step::Finish(FinishReason::Stop),
+    ]]);
+    let agent = Agent::new(model.clone(), app.tools.clone());
+    let outcome = agent
+        .chat(
+            ask(user(), "how many tokens?", RunOptions::default()),
+            CancellationToken::new(),
+        )
+        .await;
+    let body = outcome.result.unwrap();
+    let sent = &model.requests()[0];
+    assert_eq!(
+        body.usage.input_tokens,
+        etl_llm::tokens::request(&sent.messages, &sent.tools),
+        "the whole request, tools included"
+    );
+    assert_eq!(
+        body.usage.output_tokens,
+        etl_llm::tokens::count("Counted by us.")
+    );
+    assert_eq!(
+        body.usage.total_tokens,
+        body.usage.input_tokens + body.usage.output_tokens
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_allowance_stops_the_run_before_the_next_model_call() {
+    let (_dir, app) = app().await;
+    let model = Scripted::repeating(vec![
+        Step::Call("loop", "host_list_commands", json!({})),
+        Step::Used(400, 100),
+        Step::Finish(FinishReason::ToolCalls),
+    ]);
+    let agent = Agent::new(model.clone(), app.tools.clone());
+    let options = RunOptions {
+        allowance: etl_agent::usage::Allowance {
+            tokens: Some(1_200),
+            cost_micros: None,
+        },
+        ..RunOptions::default()
+    };
+    let outcome = agent
+        .chat(
+            ask(user(), "loop forever", options),
+            CancellationToken::new(),
+        )
+        .await;
+    let error = outcome.result.unwrap_err();
+    assert_eq!(error.code, "cap_exceeded");
+    assert_eq!(error.error, "AI usage cap exceeded");
+    assert!(
+        error
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("after 3 model calls and 1500 tokens"),
+        "{error:?}"
+    );
+    assert_eq!(
+        model.requests().len(),
+        3,
+        "500 tokens a call: the 4th is never made"
+    );
+    assert_eq!(
+        outcome.usage.tool_calls, 3,
+        "every call made got its result"
+    );
+    let results = outcome
+        .messages
+        .iter()
+        .filter(|m| m.role == etl_llm::Role::Tool)
+        .count();
+    assert_eq!(results, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_tool_results_are_cut_for_the_model_and_say_so() {
+    let (_dir, app) = app().await;
+    let model = Scripted::new(vec![
+        vec![
+            Step::Call("big", "host_list_commands", json!({})),
+            Step::Finish(FinishReason::ToolCalls),
+        ],
+        vec![Step::Say("Done."), Step::Finish(FinishReason::Stop)],
+    ]);
+    let agent = Agent::with_config(
+        model.clone(),
+        app.tools.clone(),
+        etl_agent::run::AgentConfig {
+            tool_result_chars: 600,
+            system_prompt: Some(etl_agent::prompt::DEFAULT_SYSTEM_PROMPT.into()),
+            ..Default::default()
+        },
+    );
+    let outcome = agent
+        .chat(
+            ask(
+                user(),
+                "what commands are there?",
+                RunOptions {
+                    system_prompt: Some("Be brief.".into()),
+                    ..RunOptions::default()
+                },
+            ),
+            CancellationToken::new(),
+        )
+        .await;
+    assert!(outcome.result.is_ok());
+    let sent = &model.requests()[1].messages;
+    assert!(
+        sent[0]
+            .content
+            .starts_with("You are the data-integration assistant")
+    );
+    assert!(
+        sent[0]
+            .content
+            .ends_with("# Instructions from the application\n\nBe brief.")
+    );
+    let result = sent.iter().find(|m| m.role == etl_llm::Role::Tool).unwrap();
+    assert!(
+        result.content.chars().count() < 800,
+        "{}",
+        result.content.len()
+    );
+    assert!(
+        result.content.contains("[cut: this result is ") && result.content.contains("Ask for less"),
+        "{}",
+        result.content
+    );
+    assert_eq!(
+        outcome.messages[1].content, result.content,
+        "the session keeps what the model saw"
+    );
+}
