@@ -364,7 +364,16 @@ async fn explain(response: Response, session: Option<&str>, host: &str) -> Respo
         ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
             "bad_request",
-            "an MCP POST must send 'Content-Type: application/json' and one JSON-RPC message"
+            format!(
+                "an MCP POST must send one JSON-RPC message as JSON, with 'Content-Type: \
+                 application/json' ({})",
+                text.trim_start_matches("Unsupported Media Type: ")
+            ),
+        ),
+        StatusCode::BAD_REQUEST if text.contains("Session ID is required") => (
+            "bad_request",
+            "this request needs an MCP session: send 'initialize' first (without an \
+             Mcp-Session-Id header), then send the Mcp-Session-Id it answers with every request"
                 .to_string(),
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (

@@ -180,6 +180,7 @@ async fn versions_are_negotiated_and_sessions_belong_to_their_key() {
         // Versions this server does not speak are answered with its newest.
         ("2024-11-05", "2025-11-25"),
         ("2025-03-26", "2025-11-25"),
+        ("2026-07-28", "2025-11-25"),
     ] {
         let (session, result) = initialize(&server, &admin, asked).await;
         assert_eq!(
@@ -357,7 +358,12 @@ async fn refusals_speak_the_api_error_body() {
         .await
         .unwrap();
     let garbage = read(garbage).await;
-    assert!(garbage.status.is_client_error(), "{garbage:?}");
+    let m = assert_error(
+        &(garbage.status, garbage.body),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "bad_request",
+    );
+    assert!(m.contains("one JSON-RPC message"), "{m}");
 
     // A request without a session that is not initialize is refused, not served.
     let orphan = post(
@@ -368,7 +374,12 @@ async fn refusals_speak_the_api_error_body() {
         &[],
     )
     .await;
-    assert!(orphan.status.is_client_error(), "{orphan:?}");
+    let m = assert_error(
+        &(orphan.status, orphan.body),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert!(m.contains("send 'initialize' first"), "{m}");
 
     // The server still serves after all of that.
     initialize(&server, &admin, "2025-11-25").await;
