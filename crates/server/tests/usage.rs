@@ -305,4 +305,26 @@ async fn the_built_in_planners_runs_are_recorded_at_no_cost() {
     assert_eq!(report["totals"]["cost"], 0.0);
     assert_eq!(report["groups"][0]["value"], "built-in-planner");
     assert_eq!(report["caps"], json!([]), "no caps configured");
+    let (_, openapi) = api_util::send(server.request(
+        reqwest::Method::GET,
+        "/rest/v1/ai-agent/api/openapi.json",
+        None,
+    ))
+    .await;
+    let usage = &openapi["paths"]["/rest/v1/ai-agent/api/usage"]["get"];
+    assert_eq!(
+        usage["tags"],
+        json!(["usage"]),
+        "GET /usage is documented: {usage}"
+    );
+    let params: Vec<&str> = usage["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        params,
+        ["since", "until", "key_id", "session_id", "group_by"]
+    );
 }
