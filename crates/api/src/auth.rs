@@ -189,16 +189,25 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for JsonBody<T> {
 /// it; `limit` only words the message) within the configured read timeout: 413 over the limit,
 /// 408 when the client sends too slowly, 400 for anything else.
 pub async fn read_body(req: Request, state: &ApiState, limit: usize) -> Result<Bytes, ApiError> {
-    // A body announced as too big is refused before a byte of it is read.
+    let timeout = state.config().read_timeout;
+    // A body announced as too big is refused without keeping it. A modestly oversized one is
+    // read and dropped first, because many clients (requests, reqwest) report "connection
+    // reset" instead of the answer when the server closes while they still send; a far bigger
+    // one (a gigabyte, an attack) is refused at once and the connection closed.
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > limit as u64) {
+    if let Some(n) = announced.filter(|n| *n > limit as u64) {
+        if n - limit as u64 <= DRAIN_OVERSIZED_BYTES {
+            let mut body = req.into_body().into_data_stream();
+            let drain =
+                async { while let Some(Ok(_)) = futures::StreamExt::next(&mut body).await {} };
+            let _ = tokio::time::timeout(timeout, drain).await;
+        }
         return Err(body_rejection(StatusCode::PAYLOAD_TOO_LARGE, "", limit));
     }
-    let timeout = state.config().read_timeout;
     match tokio::time::timeout(timeout, Bytes::from_request(req, state)).await {
         Ok(read) => read.map_err(|r| body_rejection(r.status(), &r.body_text(), limit)),
         Err(_) => Err(ApiError::request_timeout(format!(
@@ -208,6 +217,10 @@ pub async fn read_body(req: Request, state: &ApiState, limit: usize) -> Result<B
         ))),
     }
 }
+
+/// How far over the limit an announced body may be and still be read (and dropped) before the
+/// 413, so that the client gets the answer rather than a reset connection.
+const DRAIN_OVERSIZED_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Maps a failure to read the body: over the limit is 413, anything else 400.
 pub fn body_rejection(status: StatusCode, text: &str, limit: usize) -> ApiError {

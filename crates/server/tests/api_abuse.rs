@@ -115,6 +115,14 @@ async fn huge_and_slow_requests_get_clear_answers_and_lose_nothing() {
         answer.body
     );
 
+    // A body of 20 MB sent whole by an ordinary client: the client gets the 413 (the server
+    // reads and drops a modestly oversized body rather than resetting the connection under
+    // the client while it still sends).
+    let got = server
+        .post("/chat", &key, json!({"message": "x".repeat(20_000_000)}))
+        .await;
+    assert_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
     // A 1 GB body streamed without a length: the server answers 413 once the limit (1 MiB) is
     // passed and stops reading, long before the gigabyte.
     let socket = TcpStream::connect(address(&server)).await.unwrap();
