@@ -525,22 +525,11 @@ fn stream(
     include_usage: bool,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(64);
-    let created = now();
     tokio::spawn(async move {
-        let mut id = String::from("chatcmpl-run");
-        let chunk = |id: &str, delta: Json, finish: Option<&str>| {
-            let mut chunk = json!({
-                "id": id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": MODEL_ID,
-                "system_fingerprint": Json::Null,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": Json::Null}],
-            });
-            if include_usage {
-                chunk["usage"] = Json::Null;
-            }
-            Event::default().data(chunk.to_string())
+        let mut chunks = Chunks {
+            id: String::from("chatcmpl-run"),
+            created: now(),
+            include_usage,
         };
         loop {
             tokio::select! {
@@ -552,15 +541,15 @@ fn stream(
                 event = run.events.recv() => match event {
                     None | Some(AgentEvent::Done(_) | AgentEvent::Error(_)) => break,
                     Some(AgentEvent::Start { run_id, .. }) => {
-                        id = format!("chatcmpl-{run_id}");
-                        let first = chunk(&id, json!({"role": "assistant", "content": ""}), None);
+                        chunks.id = format!("chatcmpl-{run_id}");
+                        let first = chunks.delta(json!({"role": "assistant", "content": ""}), None, None);
                         if tx.send(first).await.is_err() {
                             cancel.cancel();
                             break;
                         }
                     }
                     Some(AgentEvent::Token { content }) => {
-                        if tx.send(chunk(&id, json!({"content": content}), None)).await.is_err() {
+                        if tx.send(chunks.delta(json!({"content": content}), None, None)).await.is_err() {
                             cancel.cancel();
                             break;
                         }
@@ -585,31 +574,14 @@ fn stream(
         };
         match &outcome.result {
             Ok(body) => {
-                let mut last = json!({
-                    "id": id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": MODEL_ID,
-                    "system_fingerprint": Json::Null,
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason(body.finish), "logprobs": Json::Null}],
-                    "etlworks": extras(body, &outcome.run_id),
-                });
-                if include_usage {
-                    last["usage"] = Json::Null;
-                }
-                let last = Event::default().data(last.to_string());
+                let last = chunks.delta(
+                    json!({}),
+                    Some(finish_reason(body.finish)),
+                    Some(extras(body, &outcome.run_id)),
+                );
                 let _ = tx.send(last).await;
                 if include_usage {
-                    let totals = json!({
-                        "id": id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": MODEL_ID,
-                        "system_fingerprint": Json::Null,
-                        "choices": [],
-                        "usage": usage(&body.usage),
-                    });
-                    let _ = tx.send(Event::default().data(totals.to_string())).await;
+                    let _ = tx.send(chunks.usage(&body.usage)).await;
                 }
                 let _ = tx.send(Event::default().data("[DONE]")).await;
             }
@@ -625,6 +597,48 @@ fn stream(
     Sse::new(frames)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response()
+}
+
+/// The chunks of one streamed completion: the same id, time and model in every one.
+struct Chunks {
+    id: String,
+    created: u64,
+    include_usage: bool,
+}
+
+impl Chunks {
+    fn base(&self, choices: Json) -> Json {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": MODEL_ID,
+            "system_fingerprint": Json::Null,
+            "choices": choices,
+        })
+    }
+
+    /// A chunk with one choice: its delta, its finish reason, and the agent's extras on the
+    /// last one; `usage: null` when usage was asked for (OpenAI's convention).
+    fn delta(&self, delta: Json, finish: Option<&str>, etlworks: Option<Json>) -> Event {
+        let mut chunk = self.base(json!([
+            {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": Json::Null}
+        ]));
+        if let Some(extra) = etlworks {
+            chunk["etlworks"] = extra;
+        }
+        if self.include_usage {
+            chunk["usage"] = Json::Null;
+        }
+        Event::default().data(chunk.to_string())
+    }
+
+    /// The last chunk when usage was asked for: no choices, the usage.
+    fn usage(&self, used: &RunUsage) -> Event {
+        let mut chunk = self.base(json!([]));
+        chunk["usage"] = usage(used);
+        Event::default().data(chunk.to_string())
+    }
 }
 
 #[cfg(test)]
