@@ -9,7 +9,7 @@
 //! [`CancellationToken`]: cancelling stops the model call in flight and the loop between steps,
 //! and the outcome still carries what was said and done so far, so the caller can keep it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use etl_engine::host::{Caller, Role as CallerRole};
@@ -281,6 +281,15 @@ pub struct Agent {
     model: Arc<dyn Model>,
     tools: ToolRegistry,
     config: Arc<AgentConfig>,
+    counts: Arc<FixedCounts>,
+}
+
+/// Token counts that are the same for every run, counted once: the product's prompt and the
+/// tool definitions (all of them; the non-agentic ones a read-only caller is offered).
+#[derive(Default)]
+struct FixedCounts {
+    prompt: OnceLock<u64>,
+    tools: [OnceLock<u64>; 2],
 }
 
 impl Agent {
@@ -294,6 +303,7 @@ impl Agent {
             model,
             tools,
             config: Arc::new(config),
+            counts: Arc::default(),
         }
     }
 
@@ -381,7 +391,15 @@ impl Agent {
         );
         let head: Vec<Message> = system.into_iter().map(Message::system).collect();
         let tools = self.offered_tools(&caller, options.include_tools);
-        let history = History::new(history, self.config.context_tokens.is_some());
+        // With no earlier messages there is nothing to fit: nothing is counted.
+        let fitting = self.config.context_tokens.is_some() && !history.is_empty();
+        let history = History::new(history, fitting);
+        let fixed = if fitting {
+            self.fixed_tokens(&caller, &options, tools.is_empty())
+        } else {
+            0
+        };
+        let mut current_tokens = Counted::default();
         // This message and the steps of this run: always sent whole.
         let mut current = vec![Message::user(message)];
         let reserve = options
@@ -403,11 +421,13 @@ impl Agent {
                 failure = Some(spent);
                 break;
             }
-            let budget = self.config.context_tokens.map(|context| {
-                let fixed = tokens::request(&head, &tools)
-                    + current.iter().map(tokens::message).sum::<u64>();
-                context.saturating_sub(fixed + reserve)
-            });
+            let budget = match self.config.context_tokens {
+                Some(context) if fitting => {
+                    let used = fixed + current_tokens.of(&current);
+                    Some(context.saturating_sub(used + reserve))
+                }
+                _ => None,
+            };
             let mut messages = head.clone();
             let kept = history.fit(budget);
             if kept < history.messages.len() && turn == 0 {
@@ -418,7 +438,8 @@ impl Agent {
                     "earlier messages left out to fit the model's context"
                 );
             }
-            messages.extend_from_slice(&history.messages[history.messages.len() - kept..]);
+            let sent_history = &history.messages[history.messages.len() - kept..];
+            messages.extend_from_slice(sent_history);
             messages.extend(current.iter().cloned());
             let request = Request {
                 messages,
@@ -428,12 +449,32 @@ impl Agent {
                 model: options.model.clone(),
             };
             let answer = run.ask(self.model.as_ref(), request).await;
+            if !answer.reported && answer.error.is_none() {
+                // The model said nothing of its usage: count what was sent and answered.
+                let input = head
+                    .iter()
+                    .chain(sent_history)
+                    .chain(current.iter())
+                    .map(tokens::message)
+                    .sum::<u64>()
+                    + tokens::request(&[], &tools);
+                let output = tokens::count(&answer.text)
+                    + answer
+                        .calls
+                        .iter()
+                        .map(|c| tokens::count(&c.name) + tokens::count(&c.arguments.to_string()))
+                        .sum::<u64>();
+                run.usage.input_tokens += input;
+                run.usage.output_tokens += output;
+                run.usage.total_tokens += input + output;
+            }
             run.emit(AgentEvent::Usage(run.usage)).await;
             let Answer {
                 text,
                 calls,
                 reason,
                 error,
+                ..
             } = answer;
             if let Some(error) = error {
                 // Keep what was said before the failure; calls never made are dropped, so the
@@ -541,6 +582,31 @@ impl Agent {
             model: model_name,
             cost_micros,
         }
+    }
+
+    /// Tokens of what every model call of this run sends besides the history and the run's
+    /// own messages: the system message, the tool definitions and the reply priming.
+    fn fixed_tokens(&self, caller: &Caller, options: &RunOptions, no_tools: bool) -> u64 {
+        let product = self.config.system_prompt.as_deref().map_or(0, |p| {
+            *self.counts.prompt.get_or_init(|| tokens::count(p.trim()))
+        });
+        let client = options.system_prompt.as_deref().map_or(0, |c| {
+            tokens::count(c.trim()) + tokens::count(INSTRUCTIONS_HEADING)
+        });
+        let system = if product + client > 0 {
+            tokens::PER_MESSAGE + product + client
+        } else {
+            0
+        };
+        let tools = if no_tools {
+            0
+        } else {
+            let readonly = caller.role == CallerRole::Readonly;
+            *self.counts.tools[usize::from(readonly)].get_or_init(|| {
+                tokens::request(&[], &self.offered_tools(caller, true)) - tokens::PER_REPLY
+            })
+        };
+        system + tools + tokens::PER_REPLY
     }
 
     /// `cap_exceeded` when the run has used all its allowance.
@@ -710,6 +776,8 @@ struct Answer {
     calls: Vec<ToolCall>,
     reason: FinishReason,
     error: Option<RunError>,
+    /// The model reported its usage (a `Usage` event).
+    reported: bool,
 }
 
 impl Running {
@@ -741,8 +809,8 @@ impl Running {
         self.messages.push(message);
     }
 
-    /// One model call: streams its text, collects its tool calls, adds its usage (the model's
-    /// own figures; counted with the tokenizer when a finished answer reported none).
+    /// One model call: streams its text, collects its tool calls, adds the usage the model
+    /// reports (the caller counts it when there is none: see [`Answer::reported`]).
     async fn ask(&mut self, model: &dyn Model, request: Request) -> Answer {
         self.usage.llm_calls += 1;
         let mut answer = Answer {
@@ -750,13 +818,14 @@ impl Running {
             calls: Vec::new(),
             reason: FinishReason::Stop,
             error: None,
+            reported: false,
         };
         let mut first_text = true;
         let opened = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(LlmError::Canceled),
             _ = reader_gone(self.events.as_ref()) => Err(LlmError::Canceled),
-            opened = model.stream(request.clone(), self.cancel.clone()) => opened,
+            opened = model.stream(request, self.cancel.clone()) => opened,
         };
         let mut stream = match opened {
             Ok(stream) => stream,
@@ -766,7 +835,6 @@ impl Running {
             }
         };
         let mut finished = false;
-        let mut reported = false;
         while !finished {
             let next = tokio::select! {
                 biased;
@@ -790,7 +858,7 @@ impl Running {
                 }
                 Some(Ok(Event::ToolCall(call))) => answer.calls.push(call),
                 Some(Ok(Event::Usage(u))) => {
-                    reported = true;
+                    answer.reported = true;
                     self.usage.input_tokens += u.input_tokens;
                     self.usage.output_tokens += u.output_tokens;
                     self.usage.total_tokens += u.input_tokens + u.output_tokens;
@@ -807,18 +875,6 @@ impl Running {
                 // asked for is complete as far as anyone can tell.
                 None => finished = true,
             }
-        }
-        if !reported {
-            let input = tokens::request(&request.messages, &request.tools);
-            let output = tokens::count(&answer.text)
-                + answer
-                    .calls
-                    .iter()
-                    .map(|c| tokens::count(&c.name) + tokens::count(&c.arguments.to_string()))
-                    .sum::<u64>();
-            self.usage.input_tokens += input;
-            self.usage.output_tokens += output;
-            self.usage.total_tokens += input + output;
         }
         answer
     }
@@ -908,6 +964,27 @@ pub fn shorten(text: &str, max: usize) -> String {
     }
 }
 
+/// Introduces a client's own system prompt after the product's.
+const INSTRUCTIONS_HEADING: &str = "# Instructions from the application";
+
+/// Tokens of a growing list of messages, each counted once.
+#[derive(Default)]
+struct Counted {
+    counted: usize,
+    tokens: u64,
+}
+
+impl Counted {
+    fn of(&mut self, messages: &[Message]) -> u64 {
+        self.tokens += messages[self.counted..]
+            .iter()
+            .map(tokens::message)
+            .sum::<u64>();
+        self.counted = messages.len();
+        self.tokens
+    }
+}
+
 /// The product's system prompt and the client's, as the one system message sent first.
 pub fn system_prompt(product: Option<&str>, client: Option<&str>) -> Option<String> {
     let product = product.map(str::trim).filter(|p| !p.is_empty());
@@ -916,7 +993,7 @@ pub fn system_prompt(product: Option<&str>, client: Option<&str>) -> Option<Stri
         (None, None) => None,
         (Some(p), None) => Some(p.to_string()),
         (None, Some(c)) => Some(c.to_string()),
-        (Some(p), Some(c)) => Some(format!("{p}\n\n# Instructions from the application\n\n{c}")),
+        (Some(p), Some(c)) => Some(format!("{p}\n\n{INSTRUCTIONS_HEADING}\n\n{c}")),
     }
 }
 
