@@ -5,6 +5,11 @@
 //! `{"data": [...]}` before it starts listening, so answering a request is a cheap clone of an
 //! in-memory buffer: the API is never the bottleneck of the load being measured.
 //!
+//! `POST /v1/chat/completions` is a scripted OpenAI-compatible model for the provider-overhead
+//! benchmark: whatever it is asked, it streams `--llm-tokens` chunks of text (`" tok"`), the
+//! first after `--llm-first-token-ms`, then one every `--llm-interval-ms`, then the finish and a
+//! usage chunk and `data: [DONE]`; `GET /v1/models` lists the one model `fake`.
+//!
 //! `GET /slow?ms=N` answers `{"data": []}` after N milliseconds (the Agent API benchmark uses it
 //! as a tool that keeps a stream open).
 //!
@@ -44,6 +49,62 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: String,
+    /// Text chunks a chat completion streams.
+    #[arg(long, default_value_t = 100)]
+    llm_tokens: usize,
+    /// Milliseconds before the first chunk.
+    #[arg(long, default_value_t = 20)]
+    llm_first_token_ms: u64,
+    /// Milliseconds between chunks.
+    #[arg(long, default_value_t = 5)]
+    llm_interval_ms: u64,
+}
+
+/// How the scripted model answers.
+#[derive(Clone, Copy, Debug)]
+struct FakeLlm {
+    tokens: usize,
+    first: std::time::Duration,
+    interval: std::time::Duration,
+}
+
+/// A streamed chat completion, paced as configured.
+async fn completion(llm: FakeLlm) -> Response {
+    use futures::StreamExt;
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\",\"created\":0,\
+             \"model\":\"fake\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
+        )
+    };
+    let first = chunk(r#"{"role":"assistant","content":" tok"}"#, "null");
+    let next = chunk(r#"{"content":" tok"}"#, "null");
+    let tail = format!(
+        "{}data: {{\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\",\"created\":0,\
+         \"model\":\"fake\",\"choices\":[],\"usage\":{{\"prompt_tokens\":10,\
+         \"completion_tokens\":{},\"total_tokens\":{}}}}}\n\ndata: [DONE]\n\n",
+        chunk("{}", "\"stop\""),
+        llm.tokens,
+        llm.tokens + 10
+    );
+    let stream = futures::stream::iter(0..=llm.tokens).then(move |i| {
+        let (first, next, tail) = (first.clone(), next.clone(), tail.clone());
+        async move {
+            let wait = if i == 0 { llm.first } else { llm.interval };
+            tokio::time::sleep(wait).await;
+            let text = match i {
+                0 => first,
+                i if i == llm.tokens => tail,
+                _ => next,
+            };
+            Ok::<_, std::convert::Infallible>(Bytes::from(text))
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// The pre-rendered pages and a request counter, shared by all handlers.
@@ -169,6 +230,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let (bodies, record_count) = render_pages(&args.ndjson, args.page_size)?;
     let page_count = bodies.len();
+    let llm = FakeLlm {
+        tokens: args.llm_tokens.max(1),
+        first: std::time::Duration::from_millis(args.llm_first_token_ms),
+        interval: std::time::Duration::from_millis(args.llm_interval_ms),
+    };
     let pages = Arc::new(Pages {
         bodies,
         page_size: args.page_size,
@@ -177,6 +243,19 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/records", get(records))
         .route("/slow", get(slow))
+        .route(
+            "/v1/models",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    r#"{"object":"list","data":[{"id":"fake","object":"model","owned_by":"bench"}]}"#,
+                )
+            }),
+        )
+        .route(
+            "/v1/chat/completions",
+            axum::routing::post(move || completion(llm)),
+        )
         .with_state(Arc::clone(&pages));
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
@@ -191,6 +270,12 @@ async fn main() -> anyhow::Result<()> {
         writeln!(stdout, "listening on http://{addr}")?;
         stdout.flush()?;
     }
+    // TCP_NODELAY, as real providers and APIs do: otherwise a small chunk written right after
+    // the headers waits for the client's delayed ACK (~40 ms) and the benchmark measures that.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
