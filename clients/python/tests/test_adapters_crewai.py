@@ -10,19 +10,23 @@ the one our tool's first answer told it.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import re
 import shutil
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import pytest
 from conftest import Server
-from test_adapters_common import no_internet, own_server  # noqa: F401 - the fixture
+from test_adapters_common import (  # noqa: F401 - no_internet is a fixture
+    JSON,
+    ScriptedModel,
+    last_tool_result,
+    no_internet,
+    own_server,
+    tool_call,
+)
 
 from etlworks_agent import EtlworksAgent
 
@@ -53,119 +57,6 @@ pytestmark = [
 @pytest.fixture(autouse=True)
 def crewai_home(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", CREWAI_HOME)
-
-
-JSON = Dict[str, Any]
-Step = Callable[[JSON], JSON]
-
-
-class ScriptedModel:
-    """An OpenAI-compatible Chat Completions server that answers from a script of steps.
-
-    Each step gets the request body and returns the assistant message to send back. Requests
-    are kept for the assertions; a request past the end of the script fails the run.
-    """
-
-    def __init__(self, steps: List[Step]) -> None:
-        self.steps = steps
-        self.requests: List[JSON] = []
-        self.errors: List[str] = []
-        model = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-                length = int(self.headers.get("content-length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if not self.path.endswith("/chat/completions"):
-                    model.errors.append(f"unexpected POST {self.path}")
-                    self.send_error(404)
-                    return
-                model.requests.append(body)
-                index = len(model.requests) - 1
-                if index >= len(model.steps):
-                    model.errors.append(f"request {index + 1} is past the script: {body['messages'][-1]}")
-                    self.send_error(500, "the script has ended")
-                    return
-                message = model.steps[index](body)
-                self.reply(body, message, index)
-
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-                model.errors.append(f"unexpected GET {self.path}")
-                self.send_error(404)
-
-            def reply(self, body: JSON, message: JSON, index: int) -> None:
-                finish = "tool_calls" if message.get("tool_calls") else "stop"
-                usage = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
-                if body.get("stream"):
-                    delta = dict(message)
-                    if "tool_calls" in delta:
-                        delta["tool_calls"] = [dict(c, index=i) for i, c in enumerate(delta["tool_calls"])]
-                    chunks = [
-                        {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
-                        {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage},
-                    ]
-                    payload = "".join(
-                        "data: "
-                        + json.dumps(
-                            dict(
-                                c,
-                                id=f"chatcmpl-{index}",
-                                object="chat.completion.chunk",
-                                created=0,
-                                model="scripted",
-                            )
-                        )
-                        + "\n\n"
-                        for c in chunks
-                    )
-                    data = (payload + "data: [DONE]\n\n").encode()
-                    content_type = "text/event-stream"
-                else:
-                    data = json.dumps(
-                        {
-                            "id": f"chatcmpl-{index}",
-                            "object": "chat.completion",
-                            "created": 0,
-                            "model": body.get("model", "scripted"),
-                            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                            "usage": usage,
-                        }
-                    ).encode()
-                    content_type = "application/json"
-                self.send_response(200)
-                self.send_header("content-type", content_type)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def tool_call(name: str, args: JSON, call_id: str) -> JSON:
-    return {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
-        ],
-    }
-
-
-def last_tool_result(body: JSON) -> str:
-    results = [m for m in body["messages"] if m.get("role") == "tool"]
-    assert results, f"no tool result in the request: {body['messages']}"
-    content = results[-1]["content"]
-    return content if isinstance(content, str) else json.dumps(content)
 
 
 @pytest.fixture(scope="module")
