@@ -96,7 +96,7 @@ async fn a_session_with_history(server: &Server, key: &str) -> (String, Json) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_and_slow_requests_get_clear_answers_and_lose_nothing() {
     let (_tmp, data) = temp_data();
-    let server = Server::start(&data, &["--read-timeout", "2", "--rate-limit", "0"]);
+    let server = Server::start(&data, &["--read-timeout", "3", "--rate-limit", "0"]);
     let key = server.admin_key();
     let (session, before) = a_session_with_history(&server, &key).await;
 
@@ -162,8 +162,7 @@ async fn huge_and_slow_requests_get_clear_answers_and_lose_nothing() {
     );
 
     // Slow loris: clients that dribble their headers a byte at a time are cut off after the
-    // read timeout (2 s here), while an ordinary client is served meanwhile.
-    let started = Instant::now();
+    // read timeout (3 s here), while an ordinary client is served meanwhile.
     let loris = (0..20).map(|_| {
         let address = address(&server);
         tokio::spawn(async move {
@@ -201,14 +200,14 @@ async fn huge_and_slow_requests_get_clear_answers_and_lose_nothing() {
         "served beside the slow clients: {health}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "an ordinary client waited behind the slow ones"
+        loris.iter().all(|h| !h.is_finished()),
+        "an ordinary client waited until the slow ones were gone"
     );
     for handle in loris {
         let held = handle.await.unwrap();
         assert!(
-            held >= Duration::from_millis(1500) && held < Duration::from_secs(10),
-            "a slow-loris connection was closed after {held:?}, not after the 2 s read timeout"
+            held >= Duration::from_millis(2500) && held < Duration::from_secs(20),
+            "a slow-loris connection was closed after {held:?}, not after the 3 s read timeout"
         );
     }
 
