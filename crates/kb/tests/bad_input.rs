@@ -54,7 +54,7 @@ fn odd_queries_answer_results_or_nothing() {
     let hits = kb.search("default", &huge, 5).unwrap();
     assert!(!hits.is_empty());
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );

@@ -386,7 +386,8 @@ async fn a_stalled_stream_ends_in_an_error_and_pings_keep_a_slow_one_alive() {
     let model = provider_with(&mock, |c| c.http.idle_timeout = Duration::from_millis(600));
     let started = Instant::now();
     let (events, error) = run(&model, ask(vec![Message::user("hi")])).await;
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // Far below the 120 s default idle timeout, with room for a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(20));
     assert!(events.is_empty());
     assert_eq!(
         error.unwrap().to_string(),

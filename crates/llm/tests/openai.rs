@@ -337,7 +337,8 @@ async fn a_retry_after_longer_than_max_delay_ends_at_once_with_the_providers_mes
     let mock = Mock::start(vec![limited]).await;
     let started = Instant::now();
     let (_, error) = run(&provider(&mock), ask(vec![Message::user("hi")])).await;
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Not the 120 s the provider asked for (room for a loaded machine).
+    assert!(started.elapsed() < Duration::from_secs(20));
     let LlmError::Unavailable(why) = error.unwrap() else {
         panic!("not unavailable")
     };
@@ -454,7 +455,8 @@ async fn a_stalled_stream_ends_in_an_error_after_the_idle_timeout() {
     let model = provider_with(&mock, |c| c.http.idle_timeout = Duration::from_millis(300));
     let started = Instant::now();
     let (events, error) = run(&model, ask(vec![Message::user("hi")])).await;
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Far below the 120 s default idle timeout, with room for a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(events, vec![Event::Text("Thinking".into())]);
     assert_eq!(
         error.unwrap().to_string(),
@@ -601,7 +603,7 @@ async fn a_cancel_during_a_retry_wait_stops_at_once() {
     let started = Instant::now();
     let result = model.stream(ask(vec![Message::user("hi")]), cancel).await;
     assert!(matches!(result, Err(LlmError::Canceled)));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(20), "not a hang");
 }
 
 #[tokio::test]

@@ -536,7 +536,7 @@ async fn an_unreachable_provider_at_start_up_serves_degraded() {
             .contains("Connection refused"),
         "{body}"
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     let frames = stream(&server, "/chat/stream", &key, json!({"message": "hello"})).await;
     let kinds: Vec<&str> = frames.iter().map(|f| f.event.as_str()).collect();
     assert_eq!(kinds, ["start", "error"]);

@@ -417,7 +417,7 @@ fn search_accepts_any_input() {
     let started = std::time::Instant::now();
     let hits = g.search(&big, 5);
     assert_eq!(hits.len(), 5);
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(10));
     let random: String = (0..1_000_000u64)
         .map(|i| char::from(32 + ((i * 7919) % 95) as u8))
         .collect();

@@ -687,7 +687,7 @@ async fn a_stalled_response_times_out() {
     let started = Instant::now();
     let err = read_all(&c, request("/stall", &[], 10)).await.unwrap_err();
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
     );
@@ -815,8 +815,9 @@ async fn cancellation_stops_a_request_in_flight_and_a_retry_wait() {
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Canceled, "{object}: {}", err.message);
+        // Well below the 20 s retry delay, with room for a loaded machine.
         assert!(
-            started.elapsed() < Duration::from_secs(3),
+            started.elapsed() < Duration::from_secs(15),
             "{object}: {:?}",
             started.elapsed()
         );
