@@ -18,6 +18,7 @@ use etl_agent::usage::{self, Allowance, UsageRecord};
 use etl_llm::Message;
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::ApiState;
 use crate::auth::{Auth, JsonBody};
@@ -435,29 +436,7 @@ fn stream(state: &ApiState, turn: Turn) -> Response {
     let after = turn.after;
     let state = state.clone();
     tokio::spawn(async move {
-        let mut last = None;
-        loop {
-            tokio::select! {
-                biased;
-                _ = tx.closed() => {
-                    cancel.cancel();
-                    break;
-                }
-                event = run.events.recv() => match event {
-                    None => break,
-                    Some(event @ (AgentEvent::Done(_) | AgentEvent::Error(_))) => {
-                        last = Some(event);
-                        break;
-                    }
-                    Some(event) => {
-                        if tx.send(frame(&event)).await.is_err() {
-                            cancel.cancel();
-                            break;
-                        }
-                    }
-                },
-            }
-        }
+        let last = forward(&mut run.events, &tx, &cancel, |event| Some(frame(event))).await;
         drop(run.events);
         let outcome = match run.outcome.await {
             Ok(outcome) => Some(outcome),
@@ -477,6 +456,46 @@ fn stream(state: &ApiState, turn: Turn) -> Response {
         });
         let _ = tx.send(frame(&last)).await;
     });
+    sse_response(rx)
+}
+
+/// Forwards a run's events to a stream's frames, each turned into a frame by `frame` (`None`:
+/// nothing to send), until the run's last event (`done` or `error`), which is answered rather
+/// than sent so the caller can finish the turn first. A client that goes away (the frames'
+/// receiver dropped) cancels the run; then, as when the run ends without a last event, the
+/// answer is `None`.
+pub(crate) async fn forward(
+    events: &mut mpsc::Receiver<AgentEvent>,
+    tx: &mpsc::Sender<Event>,
+    cancel: &CancellationToken,
+    mut frame: impl FnMut(&AgentEvent) -> Option<Event>,
+) -> Option<AgentEvent> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = tx.closed() => {
+                cancel.cancel();
+                return None;
+            }
+            event = events.recv() => match event {
+                None => return None,
+                Some(event @ (AgentEvent::Done(_) | AgentEvent::Error(_))) => return Some(event),
+                Some(event) => {
+                    if let Some(f) = frame(&event)
+                        && tx.send(f).await.is_err()
+                    {
+                        cancel.cancel();
+                        return None;
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The `text/event-stream` answer sending `rx`'s frames as they come, with a keep-alive comment
+/// while nothing happens.
+pub(crate) fn sse_response(rx: mpsc::Receiver<Event>) -> Response {
     let frames = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });

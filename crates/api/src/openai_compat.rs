@@ -13,14 +13,13 @@
 //! Same bearer keys as the Agent API; errors in OpenAI's shape,
 //! `{"error": {"message", "type", "param", "code"}}`, since that is what OpenAI clients parse.
 
-use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use etl_agent::run::{AgentEvent, ChatResponse, RunError, RunUsage};
@@ -31,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ApiState;
 use crate::auth::{Auth, JsonBody};
-use crate::chat::{ChatBody, KEEP_ALIVE, start_turn};
+use crate::chat::{ChatBody, forward, sse_response, start_turn};
 use crate::error::ApiError;
 
 /// The agent's id as a model.
@@ -531,33 +530,17 @@ fn stream(
             created: now(),
             include_usage,
         };
-        loop {
-            tokio::select! {
-                biased;
-                _ = tx.closed() => {
-                    cancel.cancel();
-                    break;
-                }
-                event = run.events.recv() => match event {
-                    None | Some(AgentEvent::Done(_) | AgentEvent::Error(_)) => break,
-                    Some(AgentEvent::Start { run_id, .. }) => {
-                        chunks.id = format!("chatcmpl-{run_id}");
-                        let first = chunks.delta(json!({"role": "assistant", "content": ""}), None, None);
-                        if tx.send(first).await.is_err() {
-                            cancel.cancel();
-                            break;
-                        }
-                    }
-                    Some(AgentEvent::Token { content }) => {
-                        if tx.send(chunks.delta(json!({"content": content}), None, None)).await.is_err() {
-                            cancel.cancel();
-                            break;
-                        }
-                    }
-                    Some(_) => {}
-                },
+        forward(&mut run.events, &tx, &cancel, |event| match event {
+            AgentEvent::Start { run_id, .. } => {
+                chunks.id = format!("chatcmpl-{run_id}");
+                Some(chunks.delta(json!({"role": "assistant", "content": ""}), None, None))
             }
-        }
+            AgentEvent::Token { content } => {
+                Some(chunks.delta(json!({"content": content}), None, None))
+            }
+            _ => None,
+        })
+        .await;
         // Drained rather than dropped, so a finished run is not canceled by the drop.
         while run.events.recv().await.is_some() {}
         let outcome = match run.outcome.await {
@@ -591,12 +574,7 @@ fn stream(
             }
         }
     });
-    let frames = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-    });
-    Sse::new(frames)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
-        .into_response()
+    sse_response(rx)
 }
 
 /// The chunks of one streamed completion: the same id, time and model in every one.
