@@ -744,12 +744,7 @@ impl McpServer {
             }
             Err(SessionError::Full { max }) => Err(tool_error(
                 "bad_request",
-                format!(
-                    "this tenant already has {max} agent sessions, the most allowed; delete old \
-                     ones with DELETE {}/sessions/{{id}}, or ask the operator to raise \
-                     --max-sessions",
-                    crate::BASE_PATH
-                ),
+                crate::sessions::sessions_full(max),
             )),
             Err(e) => {
                 tracing::error!(error = %e, "creating the session for etlworks_assistant");

@@ -209,12 +209,7 @@ pub async fn create(
     .await
     .map_err(|e| match e {
         SessionError::Invalid(m) => ApiError::bad_request(m),
-        SessionError::Full { max } => ApiError::bad_request(format!(
-            "this tenant already has {max} sessions, the most allowed; delete sessions you no \
-             longer need with DELETE {}/sessions/{{id}}, or ask the operator to raise \
-             --max-sessions",
-            crate::BASE_PATH
-        )),
+        SessionError::Full { max } => ApiError::bad_request(sessions_full(max)),
         SessionError::Store(e) => store_failed("creating the session", e),
     })?;
     tracing::info!(session = %session.id, "session created");
@@ -227,6 +222,15 @@ pub async fn create(
         }),
     )
         .into_response())
+}
+
+/// What a tenant at its session cap is told, wherever it asked for a new session.
+pub(crate) fn sessions_full(max: u64) -> String {
+    format!(
+        "this tenant already has {max} sessions, the most allowed; delete sessions you no longer \
+         need with DELETE {}/sessions/{{id}}, or ask the operator to raise --max-sessions",
+        crate::BASE_PATH
+    )
 }
 
 /// The caller's sessions, most recently used first.
