@@ -7,6 +7,7 @@ mod api_util;
 use api_util::{Server, assert_error, cli, send, temp_data};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
+use std::time::Duration;
 
 /// One parsed SSE frame.
 #[derive(Debug)]
@@ -430,21 +431,22 @@ async fn sessions_are_private_to_their_tenant_and_capped() {
     );
 }
 
-/// The client hangs up while the agent waits on a tool (a flow whose source API takes two
-/// minutes): the run is canceled and the tool stopped at once, and the session keeps the
-/// question, the tool call and its (canceled) result.
-#[tokio::test]
-async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
-    use std::sync::Arc;
-    let started = Arc::new(tokio::sync::Notify::new());
+/// A local API whose `/orders` answers after `delay` (and notifies the returned `Notify` when
+/// a request arrives), a connection `shop` to it, a flow `orders` from it into the warehouse,
+/// and a new session; answers the notifier and the session id.
+async fn slow_shop_session(
+    server: &Server,
+    key: &str,
+    delay: Duration,
+) -> (std::sync::Arc<tokio::sync::Notify>, String) {
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
     let slow_api = axum::Router::new().route(
         "/orders",
         axum::routing::get({
             let started = started.clone();
             move || async move {
                 started.notify_one();
-                // Far longer than the test waits: the tool must be stopped, not awaited.
-                tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+                tokio::time::sleep(delay).await;
                 axum::Json(json!([{"id": 1, "total": 9.5}]))
             }
         }),
@@ -452,13 +454,9 @@ async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, slow_api).await });
-
-    let (_tmp, data) = temp_data();
-    let server = Server::start(&data, &[]);
-    let key = server.admin_key();
     let (_, setup) = server
         .tool(
-            &key,
+            key,
             "host_cli",
             json!({"command": format!(
                 "create connection shop type=http url=http://{api_addr} max_retries=0; \
@@ -467,8 +465,21 @@ async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
         )
         .await;
     assert_eq!(setup["success"], true, "{setup}");
-    let (_, created) = server.post("/sessions", &key, json!({})).await;
+    let (_, created) = server.post("/sessions", key, json!({})).await;
     let id = created["session_id"].as_str().unwrap().to_string();
+    (started, id)
+}
+
+/// The client hangs up while the agent waits on a tool (a flow whose source API takes two
+/// minutes): the run is canceled and the tool stopped at once, and the session keeps the
+/// question, the tool call and its (canceled) result.
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
+    let (_tmp, data) = temp_data();
+    let server = Server::start(&data, &[]);
+    let key = server.admin_key();
+    // Far longer than the test waits: the tool must be stopped, not awaited.
+    let (started, id) = slow_shop_session(&server, &key, Duration::from_secs(120)).await;
 
     let mut response = server
         .request(
@@ -553,39 +564,10 @@ async fn a_client_that_leaves_mid_stream_keeps_what_was_said() {
 /// at once (the tool is stopped), the session keeps the turn, and the process exits cleanly.
 #[tokio::test]
 async fn a_stopping_server_ends_open_streams_with_an_error_event() {
-    use std::sync::Arc;
-    let started = Arc::new(tokio::sync::Notify::new());
-    let slow_api = axum::Router::new().route(
-        "/orders",
-        axum::routing::get({
-            let started = started.clone();
-            move || async move {
-                started.notify_one();
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                axum::Json(json!([{"id": 1, "total": 9.5}]))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, slow_api).await });
-
     let (_tmp, data) = temp_data();
     let mut server = Server::start(&data, &[]);
     let key = server.admin_key();
-    let (_, setup) = server
-        .tool(
-            &key,
-            "host_cli",
-            json!({"command": format!(
-                "create connection shop type=http url=http://{api_addr} max_retries=0; \
-                 create flow orders source=shop object=/orders destination=warehouse target=orders"
-            )}),
-        )
-        .await;
-    assert_eq!(setup["success"], true, "{setup}");
-    let (_, created) = server.post("/sessions", &key, json!({})).await;
-    let id = created["session_id"].as_str().unwrap().to_string();
+    let (started, id) = slow_shop_session(&server, &key, Duration::from_secs(1)).await;
 
     let response = server
         .request(
